@@ -1,0 +1,5 @@
+import sys
+
+from bloomctl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of bloomctl, one module each."""

@@ -1,0 +1,49 @@
+"""Compose the stacks of one deployment and register the security checks that run on every synth."""
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks
+
+from stacks.config import DeploymentConfig, load_config
+from stacks.hosting_stack import HostingStack
+from stacks.storage_stack import StorageStack
+
+
+class BloomApp:
+    """Handles to the stacks of one deployment, for tests and for stacks that depend on each other."""
+
+    def __init__(self, config: DeploymentConfig, storage: StorageStack, hosting: HostingStack) -> None:
+        self.config = config
+        self.storage = storage
+        self.hosting = hosting
+
+    @property
+    def stacks(self) -> list[cdk.Stack]:
+        return [self.storage, self.hosting]
+
+
+def build_app(app: cdk.App) -> BloomApp:
+    """Read the configuration from the app's context and add the stacks to the app."""
+    config = load_config(app.node.try_get_context)
+    cdk.Tags.of(app).add("project", "bloom-on-aws")
+    cdk.Tags.of(app).add("deployment", config.name_prefix)
+
+    storage = StorageStack(
+        app,
+        "StorageStack",
+        stack_name=config.stack_name("storage"),
+        description="Model bucket for BLOOM weights and artifacts (kept on destroy by default)",
+        config=config,
+    )
+    hosting = HostingStack(
+        app,
+        "HostingStack",
+        stack_name=config.stack_name("hosting"),
+        description=f"SageMaker Model and EndpointConfig for {config.profile.description}",
+        config=config,
+    )
+    hosting.add_stack_dependency(storage, "the model reads its weights from the storage stack's bucket")
+
+    # cdk-nag 3 runs as a policy validation plugin: findings are reported after synth, and any finding
+    # without an acknowledgement fails it.
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
+    return BloomApp(config, storage, hosting)

@@ -1,0 +1,38 @@
+"""Storage stack: the model bucket, kept apart so that the service can be destroyed without the weights."""
+
+from aws_cdk import CfnOutput, Stack, aws_ssm as ssm
+from constructs import Construct
+
+from stacks.config import DeploymentConfig
+from stacks.nag import acknowledge
+from stacks.model_bucket import model_bucket_name
+from stacks.model_storage import ModelStorage
+
+
+class StorageStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: DeploymentConfig, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+
+        self.storage = ModelStorage(
+            self,
+            "ModelStorage",
+            bucket_name=model_bucket_name(config),
+            keep_on_destroy=config.keep_weights_on_destroy,
+        )
+        self.bucket = self.storage.bucket
+
+        ssm.StringParameter(
+            self,
+            "ModelBucketParameter",
+            parameter_name=f"{config.ssm_prefix}/model-bucket",
+            string_value=self.bucket.bucket_name,
+            description="Name of the S3 bucket that holds the model weights and artifacts",
+        )
+        CfnOutput(self, "ModelBucketName", value=self.bucket.bucket_name)
+        CfnOutput(self, "WeightsLocation", value=f"s3://{self.bucket.bucket_name}/{config.weights_prefix}")
+
+        acknowledge(
+            self.storage.access_log_bucket,
+            "AwsSolutions-S1",
+            "This bucket receives the model bucket's server access logs; logging it into itself would loop.",
+        )
