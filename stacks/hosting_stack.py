@@ -51,19 +51,6 @@ class HostingStack(Stack):
 
     def _acknowledge_findings(self, config: DeploymentConfig) -> None:
         hosting = self.hosting
-        acknowledge(
-            hosting.model,
-            "AwsSolutions-SM1",
-            "The model runs with network isolation: the container has no network access at all, and SageMaker "
-            "copies the weights from S3 before it starts, so a VPC adds nothing.",
-        )
-        if hosting.instance_storage:
-            acknowledge(
-                hosting.endpoint_config,
-                "AwsSolutions-SM2",
-                f"{config.instance_type} has local NVMe instance storage, which SageMaker encrypts with a hardware "
-                "key; SageMaker rejects a KmsKeyId for such instance types.",
-            )
         weights_objects = f"arn:<AWS::Partition>:s3:::{config.bucket_name_pattern.format(account='<AWS::AccountId>', region='<AWS::Region>')}/{config.weights_prefix}*"
         acknowledge(
             hosting.role,

@@ -18,7 +18,7 @@ from aws_cdk.region_info import FactName
 from constructs import Construct
 
 from stacks.config import DeploymentConfig
-from stacks.profiles import DLC_REPOSITORY, INSTANCE_TYPES
+from stacks.profiles import DLC_REPOSITORY
 from stacks.serving_properties import profile_artifacts_dir, render_serving_properties
 
 # Tag put on every Model and EndpointConfig of a deployment, so that the control plane can find the ones
@@ -174,11 +174,12 @@ class ModelHosting(Construct):
             self,
             "EndpointConfig",
             production_variants=[variant],
+            # No KmsKeyId: every supported GPU instance type has local NVMe storage, which SageMaker encrypts
+            # with a hardware key, and SageMaker rejects a KmsKeyId for such instance types.
             # No EndpointConfigName: CloudFormation generates one, so that any property change replaces the
             # config cleanly instead of failing on a custom name.
         )
         # The old config is kept on replacement: deleting it while the endpoint is still updating away from
         # it fails the update ("Could not find endpoint configuration"). The control plane deletes it later.
         endpoint_config.cfn_options.update_replace_policy = CfnDeletionPolicy.RETAIN
-        self.instance_storage = INSTANCE_TYPES[config.instance_type].has_instance_storage
         return endpoint_config

@@ -32,26 +32,23 @@ class InstanceSpec:
 
     gpus: int
     gpu_memory_gb: int
-    # Instance types with local NVMe storage reject a KmsKeyId in the EndpointConfig: SageMaker encrypts
-    # that storage with a hardware key instead.
-    has_instance_storage: bool
 
 
 # GPU instance types that can host at least the smallest profile. Source: the SageMaker pricing and
 # instance type pages (GPU count and memory per GPU).
 INSTANCE_TYPES: dict[str, InstanceSpec] = {
-    "ml.g5.xlarge": InstanceSpec(gpus=1, gpu_memory_gb=24, has_instance_storage=True),
-    "ml.g5.2xlarge": InstanceSpec(gpus=1, gpu_memory_gb=24, has_instance_storage=True),
-    "ml.g5.4xlarge": InstanceSpec(gpus=1, gpu_memory_gb=24, has_instance_storage=True),
-    "ml.g5.12xlarge": InstanceSpec(gpus=4, gpu_memory_gb=24, has_instance_storage=True),
-    "ml.g5.48xlarge": InstanceSpec(gpus=8, gpu_memory_gb=24, has_instance_storage=True),
-    "ml.g6.xlarge": InstanceSpec(gpus=1, gpu_memory_gb=24, has_instance_storage=True),
-    "ml.g6.2xlarge": InstanceSpec(gpus=1, gpu_memory_gb=24, has_instance_storage=True),
-    "ml.g6.12xlarge": InstanceSpec(gpus=4, gpu_memory_gb=24, has_instance_storage=True),
-    "ml.g6.48xlarge": InstanceSpec(gpus=8, gpu_memory_gb=24, has_instance_storage=True),
-    "ml.p4d.24xlarge": InstanceSpec(gpus=8, gpu_memory_gb=40, has_instance_storage=True),
-    "ml.p4de.24xlarge": InstanceSpec(gpus=8, gpu_memory_gb=80, has_instance_storage=True),
-    "ml.p5.48xlarge": InstanceSpec(gpus=8, gpu_memory_gb=80, has_instance_storage=True),
+    "ml.g5.xlarge": InstanceSpec(gpus=1, gpu_memory_gb=24),
+    "ml.g5.2xlarge": InstanceSpec(gpus=1, gpu_memory_gb=24),
+    "ml.g5.4xlarge": InstanceSpec(gpus=1, gpu_memory_gb=24),
+    "ml.g5.12xlarge": InstanceSpec(gpus=4, gpu_memory_gb=24),
+    "ml.g5.48xlarge": InstanceSpec(gpus=8, gpu_memory_gb=24),
+    "ml.g6.xlarge": InstanceSpec(gpus=1, gpu_memory_gb=24),
+    "ml.g6.2xlarge": InstanceSpec(gpus=1, gpu_memory_gb=24),
+    "ml.g6.12xlarge": InstanceSpec(gpus=4, gpu_memory_gb=24),
+    "ml.g6.48xlarge": InstanceSpec(gpus=8, gpu_memory_gb=24),
+    "ml.p4d.24xlarge": InstanceSpec(gpus=8, gpu_memory_gb=40),
+    "ml.p4de.24xlarge": InstanceSpec(gpus=8, gpu_memory_gb=80),
+    "ml.p5.48xlarge": InstanceSpec(gpus=8, gpu_memory_gb=80),
 }
 
 

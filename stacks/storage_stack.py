@@ -4,7 +4,6 @@ from aws_cdk import CfnOutput, Stack, aws_ssm as ssm
 from constructs import Construct
 
 from stacks.config import DeploymentConfig
-from stacks.nag import acknowledge
 from stacks.model_bucket import model_bucket_name
 from stacks.model_storage import ModelStorage
 
@@ -31,8 +30,3 @@ class StorageStack(Stack):
         CfnOutput(self, "ModelBucketName", value=self.bucket.bucket_name)
         CfnOutput(self, "WeightsLocation", value=f"s3://{self.bucket.bucket_name}/{config.weights_prefix}")
 
-        acknowledge(
-            self.storage.access_log_bucket,
-            "AwsSolutions-S1",
-            "This bucket receives the model bucket's server access logs; logging it into itself would loop.",
-        )

@@ -10,6 +10,12 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CDK_JSON_CONTEXT = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
 
+# jsii starts the first `node` on PATH when aws_cdk is imported; prefer the Node 22 pinned in package.json
+# so that a plain `pytest` run behaves like `make test`.
+_PINNED_NODE_BIN = REPO_ROOT / "node_modules" / ".bin"
+if _PINNED_NODE_BIN.is_dir():
+    os.environ["PATH"] = f"{_PINNED_NODE_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+
 
 @pytest.fixture(autouse=True)
 def fake_aws_credentials(monkeypatch):
