@@ -6,8 +6,8 @@ overrides and validates the result; the stacks only read the validated values.
 
 from dataclasses import dataclass
 
-# Account that hosts the AWS Deep Learning Containers in most commercial regions. Regions with their own
-# registry account are resolved at synth time through the region facts of aws-cdk-lib (see model_hosting.py).
+# ECR repository of the LMI (DJL Serving) images among the AWS Deep Learning Containers. The registry account
+# differs by region, so model_hosting.py resolves it at deploy time from aws-cdk-lib's region facts.
 DLC_REPOSITORY = "djl-inference"
 
 # Generation parameters of the public API, by name. Each profile allows a subset of these.
@@ -102,7 +102,8 @@ BLOOM_176B_INT8 = ModelProfile(
     ),
     # DeepSpeed inference in that image reserves 1024 tokens for prompt plus generation by default.
     max_total_tokens=1024,
-    # About 0.1 s per token (AWS's published figure for this checkpoint on 8 x A100) and a 25 s budget.
+    # About 0.1 s per token (AWS's published figure for this checkpoint on 8 x A100), so 200 tokens take
+    # about 20 s and fit the API's time budget, which API Gateway's 29 s integration timeout bounds.
     max_new_tokens=200,
     max_num_beams=5,
     seconds_per_token=0.1,
