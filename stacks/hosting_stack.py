@@ -100,10 +100,3 @@ class HostingStack(Stack):
         }
         for rule_id, reason in reasons.items():
             acknowledge(self, rule_id, reason)
-        acknowledge(
-            self,
-            "CloudFormation-Validate::W3011",
-            "The Model and EndpointConfig are retained on replacement only, so that a running endpoint keeps "
-            "its old config until it has moved; the control plane deletes them afterwards. On stack deletion "
-            "they are deleted with the stack.",
-        )
