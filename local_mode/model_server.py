@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import re
+import signal
 import threading
 import time
 import uuid
@@ -266,9 +267,12 @@ def main(argv: list[str] | None = None) -> None:
         profile=args.profile,
         invocation_timeout=args.invocation_timeout,
     )
-    print(f"Endpoint {running.endpoint_name} at {running.url} (boto3 endpoint_url). Press Ctrl-C to stop.")
+    print(f"Endpoint {running.endpoint_name} at {running.url} (boto3 endpoint_url). Press Ctrl-C to stop.", flush=True)
+
+    stop_requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signal_number, _frame: stop_requested.set())
     try:
-        threading.Event().wait()
+        stop_requested.wait()
     except KeyboardInterrupt:
         pass
     finally:

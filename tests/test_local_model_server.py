@@ -5,6 +5,10 @@ The server runs on 127.0.0.1 in a background thread. The tiny model is built onc
 """
 
 import json
+import re
+import signal
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -254,6 +258,31 @@ def test_stop_releases_port():
 
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{running.url}/ping", timeout=2)
+
+
+def test_command_serves_until_sigterm():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local_mode.model_server", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        first_line = process.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", first_line).group(0)
+        with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
+            ping_status = response.status
+
+        process.send_signal(signal.SIGTERM)
+        exit_code = process.wait(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert "bloom-local-endpoint" in first_line
+    assert ping_status == 200
+    assert exit_code == 0
 
 
 # ---- the tiny model itself ----
