@@ -308,6 +308,8 @@ class ModelService:
             LOGGER.exception("Generation failed after %d prompt tokens", prompt_tokens)
             return 500, error_body(GENERATION_FAILED, f"generation failed: {type(error).__name__}: {error}")
 
+        # NOTE: stop sequences only cut the returned text. Generation still runs to max_new_tokens or the end
+        # token, and generated_tokens counts every token generated.
         if request.stop:
             result = GenerationResult(
                 text=truncate_at_stop(result.text, request.stop),
