@@ -113,6 +113,8 @@ class InvokeEndpointHandler(BaseHTTPRequestHandler):
 
         self._invoke(body)
 
+    # NOTE: SageMaker's 6 MB payload limit is not enforced here, and the body of its timeout error is modelled
+    # on the message that clients report, without OriginalStatusCode.
     def _invoke(self, body: bytes) -> None:
         started = time.monotonic()
         future = self.server.model_worker.submit(self.server.service.invoke, body)

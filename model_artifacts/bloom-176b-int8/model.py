@@ -410,6 +410,9 @@ def load_deepspeed_engine(properties: Mapping[str, str]) -> TransformersEngine:
 
     The model is built on the meta device from config.json, so no rank allocates the full fp16 model. DeepSpeed
     then loads this rank's INT8 shards into the injected kernels.
+
+    NOTE: this loader has not run outside the container because it needs 8 GPUs. Its init_inference config
+    keys follow DeepSpeedInferenceConfig and the config that DJL Serving's own DeepSpeed handler builds.
     """
     import deepspeed
     import torch
