@@ -3,6 +3,7 @@
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
+from stacks.api_stack import ApiStack
 from stacks.config import DeploymentConfig, load_config
 from stacks.hosting_stack import HostingStack
 from stacks.storage_stack import StorageStack
@@ -11,14 +12,17 @@ from stacks.storage_stack import StorageStack
 class BloomApp:
     """Handles to the stacks of one deployment, for tests and for stacks that depend on each other."""
 
-    def __init__(self, config: DeploymentConfig, storage: StorageStack, hosting: HostingStack) -> None:
+    def __init__(
+        self, config: DeploymentConfig, storage: StorageStack, hosting: HostingStack, api: ApiStack
+    ) -> None:
         self.config = config
         self.storage = storage
         self.hosting = hosting
+        self.api = api
 
     @property
     def stacks(self) -> list[cdk.Stack]:
-        return [self.storage, self.hosting]
+        return [self.storage, self.hosting, self.api]
 
 
 def build_app(app: cdk.App) -> BloomApp:
@@ -42,8 +46,16 @@ def build_app(app: cdk.App) -> BloomApp:
         config=config,
     )
     hosting.add_stack_dependency(storage, "the model reads its weights from the storage stack's bucket")
+    api = ApiStack(
+        app,
+        "ApiStack",
+        stack_name=config.stack_name("api"),
+        description=f"Inference API (API Gateway, API keys, invoke function) for {config.profile.description}",
+        config=config,
+    )
+    api.add_stack_dependency(hosting, "the API invokes the endpoint that the hosting stack's config describes")
 
     # cdk-nag 3 runs as a policy validation plugin: findings are reported after synth, and any finding
     # without an acknowledgement fails it.
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
-    return BloomApp(config, storage, hosting)
+    return BloomApp(config, storage, hosting, api)

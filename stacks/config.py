@@ -189,6 +189,7 @@ def load_config(get: ContextGetter) -> DeploymentConfig:
 # hands them on in one place.
 EXTRA_KEYS = (
     "usagePlans",
+    "invokeConcurrency",
     "schedules",
     "scheduleTimezone",
     "idleStopMinutes",

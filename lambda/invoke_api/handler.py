@@ -33,6 +33,7 @@ from invoke_api.errors import (
     Throttled,
     retry_after,
 )
+from invoke_api.schema import is_public_field
 from invoke_api.runtime import (
     THROTTLED_RETRY_AFTER_SECONDS,
     FailureContext,
@@ -117,7 +118,7 @@ def _handle(route: str, action: Callable[[RequestRecord], ActionResult]) -> Resp
         status_code, body, headers = action(record)
     except ApiError as error:
         status_code, body, headers = error.status, error.body(), error.headers
-        record.fields.update(error=error.code, field=error.details.get("field"), **error.log_fields)
+        record.fields.update(error=error.code, field=_loggable_field(error.details.get("field")), **error.log_fields)
     except SettingsError as error:
         logger.error("invalid function configuration", extra={"reason": str(error)})
         failure = ApiError("The API is misconfigured. Its operators find the reason in the function's log.")
@@ -218,6 +219,13 @@ def _status(record: RequestRecord) -> ActionResult:
 def _not_found(_record: RequestRecord) -> ActionResult:
     event = app.current_event
     raise RouteNotFound(f"{event.http_method} {event.path} is not a route of this API: use POST /generate or GET /status.")
+
+
+def _loggable_field(field_path: str | None) -> str | None:
+    """Return the invalid field's path for the log, or a placeholder when the client made the name up."""
+    if field_path is None or is_public_field(field_path):
+        return field_path
+    return "(unknown field)"
 
 
 def _request_body() -> bytes:

@@ -62,6 +62,16 @@ ERROR_CODES = {
 ENDPOINT_STATES = ("stopped", "starting", "running", "updating", "stopping", "failed")
 
 
+def is_public_field(path: str) -> bool:
+    """Check whether a field path such as ``gen_kwargs.top_k`` names a field of the public API, rather than
+    text that a client made up (which may be anything, even the prompt)."""
+    prompt_and_parameter_keys = BLOOM_FORM + LMI_FORM
+    if path in prompt_and_parameter_keys:
+        return True
+    parent, _, name = path.partition(".")
+    return parent in (BLOOM_FORM[1], LMI_FORM[1]) and name in ALL_GENERATION_PARAMETERS
+
+
 def parameter_schemas(bounds: GenerationBounds) -> dict[str, dict]:
     """Return the schema of every public generation parameter under the bounds, supported or not."""
     return {
