@@ -9,6 +9,8 @@ from aws_cdk.assertions import Match, Template
 from invoke_api import timeouts
 from invoke_api.schema import api_schemas
 from stacks.api_config import STATUS_CONCURRENCY, load_api_config
+from stacks.profiles import PROFILES
+from stacks.serving_properties import render_serving_properties
 
 pytestmark = pytest.mark.synth
 
@@ -145,12 +147,17 @@ def test_concurrency_override_sizes_stage_and_function(two_plans_synth):
 
 
 def test_rolling_batch_profile_has_more_slots(synth):
-    """bloom-1b7 runs a vLLM rolling batch of 16 requests per instance."""
-    result = synth(profile="bloom-1b7", instanceCount=2)
+    """bloom-176b runs a vLLM rolling batch of option.max_rolling_batch_size requests per instance."""
+    result = synth(profile="bloom-176b", instanceCount=2)
+    properties = render_serving_properties(result.app.config)
+    (batch_size,) = [
+        int(line.split("=")[1]) for line in properties.splitlines() if line.startswith("option.max_rolling_batch_size=")
+    ]
 
+    assert batch_size > 1
     Template.from_json(result.templates["ApiStack"]).has_resource_properties(
         "AWS::Lambda::Function",
-        {"FunctionName": "bloom-invoke-api", "ReservedConcurrentExecutions": 32 + STATUS_CONCURRENCY},
+        {"FunctionName": "bloom-invoke-api", "ReservedConcurrentExecutions": 2 * batch_size + STATUS_CONCURRENCY},
     )
 
 
@@ -194,6 +201,7 @@ def test_timeouts_ordered_in_template(api_template):
 
 
 def test_function_gets_profile_bounds(api_template):
+    profile = PROFILES["bloom-176b-int8"]
     Template.from_json(api_template).has_resource_properties(
         "AWS::Lambda::Function",
         {
@@ -206,10 +214,10 @@ def test_function_gets_profile_bounds(api_template):
                     {
                         "ENDPOINT_NAME": "bloom-endpoint",
                         "PROFILE_NAME": "bloom-176b-int8",
-                        "MAX_NEW_TOKENS": "200",
-                        "MAX_TOTAL_TOKENS": "1024",
-                        "MAX_NUM_BEAMS": "5",
-                        "SUPPORTED_PARAMETERS": Match.string_like_regexp("^max_new_tokens,"),
+                        "MAX_NEW_TOKENS": str(profile.max_new_tokens),
+                        "MAX_TOTAL_TOKENS": str(profile.max_total_tokens),
+                        "MAX_NUM_BEAMS": str(profile.max_num_beams),
+                        "SUPPORTED_PARAMETERS": ",".join(profile.supported_parameters),
                     }
                 )
             },

@@ -9,7 +9,15 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
 from invoke_api.status import START_COMMAND
-from tests.invoke_fakes import ENDPOINT_NAME, EXAMPLE_PROMPT, invoke, invoke_environment  # noqa: F401 - fixture
+from stacks.profiles import PROFILES
+from tests.invoke_fakes import (  # noqa: F401 - invoke_environment is a fixture
+    ENDPOINT_NAME,
+    EXAMPLE_PROMPT,
+    invoke,
+    invoke_environment,
+    profile_environment,
+    use_environment,
+)
 
 EXAMPLE_REQUEST = {
     "input": EXAMPLE_PROMPT,
@@ -58,23 +66,52 @@ def sagemaker(invoke_environment):
         stubber.assert_no_pending_responses()
 
 
-def test_design_example_returns_generated_text(runtime):
-    """The example request of the original BLOOM-176B write-up returns the completion with token counts."""
-    container_request = {"inputs": EXAMPLE_PROMPT, "parameters": EXAMPLE_REQUEST["gen_kwargs"]}
-    runtime.add_response(
-        "invoke_endpoint",
-        container_reply(
-            {"generated_text": " multilingual model.", "details": {"prompt_tokens": 8, "generated_tokens": 4}}
-        ),
-        expected_invocation(container_request),
-    )
+def accepts_design_example(profile) -> bool:
+    names = set(EXAMPLE_REQUEST["gen_kwargs"])
+    return names <= set(profile.supported_parameters) and profile.max_num_beams >= EXAMPLE_REQUEST["gen_kwargs"]["num_beams"]
 
-    status, body, _ = invoke("POST", "/generate", json.dumps(EXAMPLE_REQUEST))
+
+EXAMPLE_PROFILES = sorted(name for name, profile in PROFILES.items() if accepts_design_example(profile))
+OTHER_PROFILES = sorted(set(PROFILES) - set(EXAMPLE_PROFILES))
+
+
+def test_some_profile_accepts_design_example():
+    assert EXAMPLE_PROFILES
+
+
+@pytest.mark.parametrize("profile_name", EXAMPLE_PROFILES)
+def test_design_example_returns_generated_text(monkeypatch, profile_name):
+    """The example request of the original BLOOM-176B write-up returns the completion with token counts."""
+    dependencies = use_environment(monkeypatch, profile_environment(profile_name))
+    container_request = {"inputs": EXAMPLE_PROMPT, "parameters": EXAMPLE_REQUEST["gen_kwargs"]}
+
+    with Stubber(dependencies.runtime) as runtime:
+        runtime.add_response(
+            "invoke_endpoint",
+            container_reply(
+                {"generated_text": " multilingual model.", "details": {"prompt_tokens": 8, "generated_tokens": 4}}
+            ),
+            expected_invocation(container_request),
+        )
+        status, body, _ = invoke("POST", "/generate", json.dumps(EXAMPLE_REQUEST))
+        runtime.assert_no_pending_responses()
 
     assert status == 200
     assert body["generated_text"] == " multilingual model."
     assert body["usage"] == {"prompt_tokens": 8, "generated_tokens": 4, "total_tokens": 12}
     assert set(body["timing"]) == {"model_latency_ms", "total_latency_ms"}
+
+
+@pytest.mark.parametrize("profile_name", OTHER_PROFILES)
+def test_design_example_rejected_where_unsupported(monkeypatch, profile_name):
+    """A profile whose container lacks beam search (or another parameter of the example) names it in a 400."""
+    use_environment(monkeypatch, profile_environment(profile_name))
+
+    status, body, _ = invoke("POST", "/generate", json.dumps(EXAMPLE_REQUEST))
+
+    assert status == 400
+    assert body["field"].startswith("gen_kwargs.")
+    assert body["field"].split(".")[1] in EXAMPLE_REQUEST["gen_kwargs"]
 
 
 @pytest.mark.parametrize(

@@ -14,20 +14,33 @@ from stacks import profiles
 from tests.invoke_fakes import profile_environment
 
 
-def bounds_of(profile_name: str) -> GenerationBounds:
-    return GenerationBounds.from_environment(profile_environment(profile_name))
+# Bounds of two kinds of container, fixed here so that the tests do not move with the profiles: one with beam
+# search and the transformers parameters, one sampling-only container that accepts stop sequences.
+BEAM_SEARCH = bounds_for_profile(
+    profile="beam-search",
+    max_new_tokens=200,
+    max_total_tokens=1024,
+    max_num_beams=5,
+    supported_parameters=tuple(name for name in ALL_GENERATION_PARAMETERS if name != "stop"),
+    seconds_per_token=0.1,
+)
+SAMPLING = bounds_for_profile(
+    profile="sampling",
+    max_new_tokens=250,
+    max_total_tokens=2048,
+    max_num_beams=1,
+    supported_parameters=("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "do_sample",
+                          "seed", "stop"),
+    seconds_per_token=0.08,
+)
 
 
-INT8 = bounds_of("bloom-176b-int8")
-VLLM = bounds_of("bloom-1b7")
-
-
-def parse(document, bounds: GenerationBounds = INT8):
+def parse(document, bounds: GenerationBounds = BEAM_SEARCH):
     body = document if isinstance(document, bytes) else json.dumps(document).encode()
     return parse_generate_request(body, bounds)
 
 
-def rejection(document, bounds: GenerationBounds = INT8) -> InvalidRequest:
+def rejection(document, bounds: GenerationBounds = BEAM_SEARCH) -> InvalidRequest:
     with pytest.raises(InvalidRequest) as caught:
         parse(document, bounds)
     return caught.value
@@ -66,36 +79,36 @@ def test_design_example_is_valid():
 def test_max_new_tokens_above_cap_names_cap():
     """A max_new_tokens above the configured cap is a 400 whose message names the cap, so the container never
     gets a request past its context length."""
-    error = rejection({"input": "Hi", "gen_kwargs": {"max_new_tokens": INT8.max_new_tokens + 1}})
+    error = rejection({"input": "Hi", "gen_kwargs": {"max_new_tokens": BEAM_SEARCH.max_new_tokens + 1}})
 
     assert error.status == 400
     assert error.details["field"] == "gen_kwargs.max_new_tokens"
-    assert f"cap of {INT8.max_new_tokens} tokens" in error.message
-    assert f"at most {INT8.max_new_tokens}" in error.message
+    assert f"cap of {BEAM_SEARCH.max_new_tokens} tokens" in error.message
+    assert f"at most {BEAM_SEARCH.max_new_tokens}" in error.message
 
 
 def test_max_new_tokens_at_cap_accepted():
-    request = parse({"input": "Hi", "gen_kwargs": {"max_new_tokens": INT8.max_new_tokens}})
+    request = parse({"input": "Hi", "gen_kwargs": {"max_new_tokens": BEAM_SEARCH.max_new_tokens}})
 
-    assert request.parameters.max_new_tokens == INT8.max_new_tokens
+    assert request.parameters.max_new_tokens == BEAM_SEARCH.max_new_tokens
 
 
 def test_unknown_parameter_lists_allowed():
     error = rejection({"input": "Hi", "gen_kwargs": {"max_tokens": 5}})
 
     assert error.details["field"] == "gen_kwargs.max_tokens"
-    assert error.details["allowed"] == list(profiles.BLOOM_176B_INT8.supported_parameters)
+    assert error.details["allowed"] == list(BEAM_SEARCH.supported_parameters)
     assert "is not a known generation parameter" in error.message
-    for name in profiles.BLOOM_176B_INT8.supported_parameters:
+    for name in BEAM_SEARCH.supported_parameters:
         assert name in error.message
 
 
 def test_unsupported_parameter_names_profile():
-    """stop is a public parameter, but the INT8 profile's container does not accept it."""
+    """stop is a public parameter, but this profile's container does not accept it."""
     error = rejection({"input": "Hi", "gen_kwargs": {"stop": ["\n"]}})
 
     assert error.details["field"] == "gen_kwargs.stop"
-    assert "not supported by profile bloom-176b-int8" in error.message
+    assert "not supported by profile beam-search" in error.message
     assert "stop" not in error.details["allowed"]
 
 
@@ -149,24 +162,24 @@ def test_out_of_range_values_name_field(parameters, field):
 
 @pytest.mark.parametrize("stop", ["\n", ["\n", "###"]])
 def test_stop_accepted_where_supported(stop):
-    request = parse({"inputs": "Hi", "parameters": {"stop": stop}}, VLLM)
+    request = parse({"inputs": "Hi", "parameters": {"stop": stop}}, SAMPLING)
 
     assert request.parameters.as_dict()["stop"] == ([stop] if isinstance(stop, str) else stop)
 
 
 @pytest.mark.parametrize("stop", ["", [], ["a"] * 5, ["x" * 65], [1]])
 def test_invalid_stop_rejected(stop):
-    error = rejection({"inputs": "Hi", "parameters": {"stop": stop}}, VLLM)
+    error = rejection({"inputs": "Hi", "parameters": {"stop": stop}}, SAMPLING)
 
     assert error.details["field"] == "parameters.stop"
     assert "a string of 1 to 64 characters or a list of 1 to 4 items" in error.message
 
 
 def test_num_beams_bounded_by_profile():
-    """The vLLM profiles do not accept num_beams at all."""
-    error = rejection({"inputs": "Hi", "parameters": {"num_beams": 2}}, VLLM)
+    """A sampling-only container does not accept num_beams at all."""
+    error = rejection({"inputs": "Hi", "parameters": {"num_beams": 2}}, SAMPLING)
 
-    assert "not supported by profile bloom-1b7" in error.message
+    assert "not supported by profile sampling" in error.message
 
 
 @pytest.mark.parametrize(
@@ -198,13 +211,13 @@ def test_malformed_bodies_rejected(body, fragment):
 
 
 def test_large_body_rejected_with_413():
-    body = json.dumps({"input": "x" * INT8.max_request_bytes}).encode()
+    body = json.dumps({"input": "x" * BEAM_SEARCH.max_request_bytes}).encode()
 
     with pytest.raises(PayloadTooLarge) as caught:
-        parse_generate_request(body, INT8)
+        parse_generate_request(body, BEAM_SEARCH)
 
     assert caught.value.status == 413
-    assert str(INT8.max_request_bytes) in caught.value.message
+    assert str(BEAM_SEARCH.max_request_bytes) in caught.value.message
 
 
 def test_long_value_not_echoed_whole():
@@ -222,11 +235,11 @@ def test_schema_lists_every_profile_parameter():
 
 
 def test_schema_forms_hold_supported_parameters():
-    schema = generate_request_schema(INT8)
+    schema = generate_request_schema(BEAM_SEARCH)
     bloom_form, lmi_form = schema["oneOf"]
 
-    assert list(bloom_form["properties"]["gen_kwargs"]["properties"]) == list(INT8.supported_parameters)
-    assert bloom_form["properties"]["gen_kwargs"]["properties"]["max_new_tokens"]["maximum"] == INT8.max_new_tokens
+    assert list(bloom_form["properties"]["gen_kwargs"]["properties"]) == list(BEAM_SEARCH.supported_parameters)
+    assert bloom_form["properties"]["gen_kwargs"]["properties"]["max_new_tokens"]["maximum"] == BEAM_SEARCH.max_new_tokens
     assert lmi_form["required"] == ["inputs"]
     assert bloom_form["additionalProperties"] is False
 
