@@ -1,4 +1,4 @@
-"""Load a profile's container handler (model_artifacts/<profile>/model.py) and its model properties.
+"""Load the container handler (model_artifacts/handler/model.py) and a profile's model properties.
 
 The handler is imported from its file, as DJL Serving does in the container, so local mode runs the same
 request parsing, validation and parameter mapping.
@@ -11,19 +11,20 @@ from types import ModuleType
 
 MODEL_ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "model_artifacts"
 
-# The profile whose handler and serving.properties local mode uses by default.
-DEFAULT_PROFILE = "bloom-176b-int8"
+HANDLER_PATH = MODEL_ARTIFACTS_DIR / "handler" / "model.py"
+
+# The profile whose serving.properties local mode uses by default: the small model that a team tries first,
+# served with transformers like local mode, so every generate() parameter of the original write-up works.
+DEFAULT_PROFILE = "bloom-1b7"
 
 
-def load_model_handler(profile: str = DEFAULT_PROFILE) -> ModuleType:
-    """Import ``model_artifacts/<profile>/model.py`` once per process and return the module."""
-    module_name = f"bloom_model_handler_{profile.replace('-', '_')}"
+def load_model_handler() -> ModuleType:
+    """Import ``model_artifacts/handler/model.py`` once per process and return the module."""
+    module_name = "bloom_model_handler"
     if module_name in sys.modules:
         return sys.modules[module_name]
 
-    path = MODEL_ARTIFACTS_DIR / profile / "model.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"profile {profile!r} has no handler: {path} does not exist")
+    path = HANDLER_PATH
 
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)

@@ -193,7 +193,7 @@ def build_model_service(
     cache_dir: Path | None = None,
 ):
     """Load a model into the profile's container handler, with the profile's serving.properties limits."""
-    handler = load_model_handler(profile)
+    handler = load_model_handler()
     properties = {**read_serving_properties(profile), **(property_overrides or {})}
     return handler.ModelService.from_properties(
         properties, lambda _properties: load_transformers_engine(handler, model_source, cache_dir)

@@ -19,7 +19,12 @@ from constructs import Construct
 
 from stacks.config import DeploymentConfig
 from stacks.profiles import DLC_REPOSITORY
-from stacks.serving_properties import profile_artifacts_dir, render_serving_properties
+from stacks.serving_properties import (
+    HANDLER_FILE,
+    profile_artifacts_dir,
+    render_serving_properties,
+    uses_project_handler,
+)
 
 # Tag put on every Model and EndpointConfig of a deployment, so that the control plane can find the ones
 # that a replacement left behind and delete them once no endpoint uses them.
@@ -121,7 +126,10 @@ class ModelHosting(Construct):
         weights that the staging job put there.
         """
         config = self.config
-        sources = [s3_deployment.Source.data("serving.properties", render_serving_properties(config))]
+        serving_properties = render_serving_properties(config)
+        sources = [s3_deployment.Source.data("serving.properties", serving_properties)]
+        if uses_project_handler(serving_properties):
+            sources.append(s3_deployment.Source.data(HANDLER_FILE.name, HANDLER_FILE.read_text()))
         for path in sorted(profile_artifacts_dir(config.profile.name).iterdir()):
             if path.is_file() and path.name not in ("serving.properties", "README.md"):
                 sources.append(s3_deployment.Source.data(path.name, path.read_text()))

@@ -105,26 +105,21 @@ BLOOM_176B_INT8 = ModelProfile(
     # About 0.1 s per token (AWS's published figure for this checkpoint on 8 x A100), so 200 tokens take
     # about 20 s and fit the API's time budget, which API Gateway's 29 s integration timeout bounds.
     max_new_tokens=200,
-    max_num_beams=5,
+    # DeepSpeed 0.8.3's InferenceEngine.generate raises NotImplementedError for num_beams > 1: its
+    # kernel-injected KV cache cannot be reordered between beams.
+    max_num_beams=1,
     seconds_per_token=0.1,
-    supported_parameters=(
-        "max_new_tokens",
-        "min_length",
-        "temperature",
-        "top_p",
-        "top_k",
-        "num_beams",
-        "no_repeat_ngram_size",
-        "repetition_penalty",
-        "do_sample",
-        "seed",
-    ),
+    supported_parameters=ALL_GENERATION_PARAMETERS,
     hourly_price_usd=37.69,
     hourly_price_source="SageMaker real-time inference, ml.p4d.24xlarge, us-east-1, on-demand (2024 price list)",
 )
 
-# Current LMI image with vLLM, used by the fp16 profiles.
+# Current LMI image, used by the fp16 profiles: with vLLM for bloom-176b, with the project's transformers
+# handler for the single-GPU profiles.
 CURRENT_LMI_IMAGE_TAG = "0.33.0-lmi15.0.0-cu128"
+
+# Every generate() parameter of the public API: the profiles served by the project's handler with transformers.
+TRANSFORMERS_PARAMETERS = ALL_GENERATION_PARAMETERS
 
 VLLM_PARAMETERS = (
     "max_new_tokens",
@@ -177,9 +172,9 @@ BLOOM_7B1 = ModelProfile(
     timeouts_reason="About 15 GB to copy and load onto one GPU: a few minutes, with room for a slow start.",
     max_total_tokens=2048,
     max_new_tokens=512,
-    max_num_beams=1,
+    max_num_beams=5,
     seconds_per_token=0.03,
-    supported_parameters=VLLM_PARAMETERS,
+    supported_parameters=TRANSFORMERS_PARAMETERS,
     hourly_price_usd=1.52,
     hourly_price_source="SageMaker real-time inference, ml.g5.2xlarge, us-east-1, on-demand (2024 price list)",
 )
@@ -199,9 +194,9 @@ BLOOM_1B7 = ModelProfile(
     timeouts_reason="About 4 GB to copy and load onto one GPU: well under 10 minutes.",
     max_total_tokens=2048,
     max_new_tokens=512,
-    max_num_beams=1,
+    max_num_beams=5,
     seconds_per_token=0.015,
-    supported_parameters=VLLM_PARAMETERS,
+    supported_parameters=TRANSFORMERS_PARAMETERS,
     hourly_price_usd=1.41,
     hourly_price_source="SageMaker real-time inference, ml.g5.xlarge, us-east-1, on-demand (2024 price list)",
 )

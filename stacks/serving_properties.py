@@ -7,8 +7,17 @@ from stacks.config import DeploymentConfig
 MODEL_ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "model_artifacts"
 
 
+# The project's DJL Serving handler, uploaded next to the weights for every profile whose serving.properties
+# names it as option.entryPoint.
+HANDLER_FILE = MODEL_ARTIFACTS_DIR / "handler" / "model.py"
+
+
 def profile_artifacts_dir(profile_name: str) -> Path:
     return MODEL_ARTIFACTS_DIR / profile_name
+
+
+def uses_project_handler(serving_properties: str) -> bool:
+    return any(line.strip() == f"option.entryPoint={HANDLER_FILE.name}" for line in serving_properties.splitlines())
 
 
 def render_serving_properties(config: DeploymentConfig) -> str:

@@ -192,3 +192,12 @@ def test_exports_for_control_plane(default_synth):
         template.has_resource_properties("AWS::SSM::Parameter", {"Name": f"/bloom/{name}"})
     template.has_output("EndpointName", {"Value": "bloom-endpoint"})
     template.has_output("EndpointConfigName", Match.any_value())
+
+
+@pytest.mark.parametrize("profile", ["bloom-176b-int8", "bloom-1b7"])
+def test_project_handler_uploaded_with_serving_properties(synth, profile):
+    """Profiles served by model_artifacts/handler/model.py get it next to their serving.properties."""
+    template = synth(profile=profile).templates["HostingStack"]
+    (deployment,) = resources_of_type(template, "Custom::CDKBucketDeployment")
+
+    assert len(deployment["Properties"]["SourceObjectKeys"]) == 2

@@ -13,6 +13,7 @@ import time
 import urllib.request
 
 import boto3
+import botocore.exceptions
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -155,7 +156,7 @@ def test_bad_body_raises_model_error_with_container_400(client, model_server):
 
 
 def test_token_cap_raises_model_error(client, model_server):
-    long_prompt = " ".join(["model"] * 1000)
+    long_prompt = " ".join(["model"] * 2100)
 
     with pytest.raises(client.exceptions.ModelError) as raised:
         invoke_json(client, model_server, {"max_new_tokens": 100}, prompt=long_prompt)
@@ -163,12 +164,25 @@ def test_token_cap_raises_model_error(client, model_server):
     original = json.loads(raised.value.response["OriginalMessage"])
     assert raised.value.response["OriginalStatusCode"] == 400
     assert original["error"] == "token_limit_exceeded"
-    assert "1024 tokens" in original["message"]
+    assert "2048 tokens" in original["message"]
 
 
-def test_beam_search_rejected_as_in_deepspeed_container(client, model_server):
-    with pytest.raises(client.exceptions.ModelError) as raised:
-        invoke_json(client, model_server, {"max_new_tokens": 10, "num_beams": 5})
+def test_write_up_example_with_beam_search_returns_text(client, model_server):
+    parameters = {"min_length": 5, "max_new_tokens": 20, "temperature": 0.8, "num_beams": 5, "no_repeat_ngram_size": 2}
+
+    response = invoke_json(client, model_server, parameters)
+
+    assert response["generated_text"]
+    assert response["details"]["generated_tokens"] >= 1
+
+
+def test_beam_search_rejected_as_in_deepspeed_container():
+    int8_server = start_model_server("tiny", endpoint_name="bloom-int8-endpoint", profile="bloom-176b-int8")
+    try:
+        with pytest.raises(botocore.exceptions.ClientError) as raised:
+            invoke_json(runtime_client(int8_server.url), int8_server, {"max_new_tokens": 10, "num_beams": 5})
+    finally:
+        int8_server.stop()
 
     original = json.loads(raised.value.response["OriginalMessage"])
     assert raised.value.response["OriginalStatusCode"] == 400

@@ -1,4 +1,4 @@
-"""Unit tests of the BLOOM-176B INT8 container handler (model_artifacts/bloom-176b-int8/model.py).
+"""Unit tests of the container handler (model_artifacts/handler/model.py).
 
 The handler runs here with a fake engine and fake djl_python Input/Output objects, without torch, DeepSpeed
 or DJL Serving.
@@ -13,7 +13,7 @@ import pytest
 
 from local_mode.handler import load_model_handler, read_serving_properties
 
-handler = load_model_handler("bloom-176b-int8")
+handler = load_model_handler()
 
 # The example request of the original BLOOM-176B write-up, as the invoke Lambda passes it to the container.
 WRITE_UP_PARAMETERS = {
@@ -416,7 +416,8 @@ def djl_entry_point(monkeypatch):
     outputs_module.Output = FakeOutput
     monkeypatch.setitem(sys.modules, "djl_python", types.ModuleType("djl_python"))
     monkeypatch.setitem(sys.modules, "djl_python.outputs", outputs_module)
-    monkeypatch.setattr(handler, "load_deepspeed_engine", fake_loader)
+    monkeypatch.setitem(handler.ENGINE_LOADERS, "deepspeed", fake_loader)
+    monkeypatch.setitem(handler.ENGINE_LOADERS, "transformers", fake_loader)
     monkeypatch.setattr(handler, "_SERVICE", None)
     return loads
 
@@ -498,3 +499,25 @@ def test_handler_imports_without_gpu_packages():
     for line in top_level_imports:
         for package in ("torch", "deepspeed", "djl_python", "transformers"):
             assert package not in line
+
+
+def test_engine_loader_defaults_to_deepspeed():
+    assert handler.engine_loader_for({}) is handler.ENGINE_LOADERS["deepspeed"]
+
+
+def test_engine_loader_selects_transformers():
+    assert handler.engine_loader_for({"engine_loader": "transformers"}) is handler.ENGINE_LOADERS["transformers"]
+
+
+def test_engine_loader_unknown_name_rejected():
+    with pytest.raises(ValueError, match="option.engine_loader='vllm'"):
+        handler.engine_loader_for({"engine_loader": "vllm"})
+
+
+@pytest.mark.parametrize("profile", ["bloom-1b7", "bloom-7b1"])
+def test_small_profiles_allow_write_up_beam_search(profile):
+    properties = read_serving_properties(profile)
+
+    assert properties["entryPoint"] == "model.py"
+    assert properties["engine_loader"] == "transformers"
+    assert int(properties["max_num_beams"]) >= WRITE_UP_PARAMETERS["num_beams"]

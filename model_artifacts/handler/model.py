@@ -1,8 +1,16 @@
-"""DJL Serving handler for BLOOM-176B INT8 with DeepSpeed inference, and the container contract it serves.
+"""DJL Serving handler for the BLOOM profiles that use it, and the container contract it serves.
 
-Target: the LMI image ``djl-inference:0.21.0-deepspeed0.8.3-cu117``. DJL Serving starts one Python process per
-GPU (tensor parallel degree 8) and calls ``handle`` in each. The first call carries the model properties from
-serving.properties (without the ``option.`` prefix, plus ``model_dir``) and loads the pre-sharded checkpoint.
+Two loaders, chosen by ``option.engine_loader`` in the profile's serving.properties:
+
+- ``deepspeed`` (bloom-176b-int8): the LMI image ``djl-inference:0.21.0-deepspeed0.8.3-cu117``. DJL Serving
+  starts one Python process per GPU (tensor parallel degree 8) and calls ``handle`` in each; the first call
+  loads the pre-sharded INT8 checkpoint with DeepSpeed inference.
+- ``transformers`` (bloom-1b7, bloom-7b1): a current LMI image, one GPU, the model in fp16 with plain
+  transformers, so that every ``generate()`` parameter of the original BLOOM write-up works, beam search
+  included. Local mode uses the same loader on the CPU.
+
+The first call carries the model properties from serving.properties (without the ``option.`` prefix, plus
+``model_dir``).
 
 Container contract. The invoke Lambda adapts the public API to this one schema:
 
@@ -457,6 +465,44 @@ def load_deepspeed_engine(properties: Mapping[str, str]) -> TransformersEngine:
     )
 
 
+def load_transformers_engine(properties: Mapping[str, str]) -> TransformersEngine:
+    """Load the Hugging Face checkpoint in model_dir with transformers on one GPU, or on the CPU without one.
+
+    NOTE: the GPU path has not run here (no GPU); the CPU path is the one local mode tests.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = properties["model_dir"]
+    on_gpu = torch.cuda.is_available()
+    dtype = getattr(torch, TORCH_DTYPES.get(properties.get("dtype", "fp16"), "float16")) if on_gpu else torch.float32
+    device = "cuda:0" if on_gpu else "cpu"
+
+    started = time.monotonic()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=dtype).to(device)
+    model.eval()
+    LOGGER.info("Loaded %s with transformers on %s in %.0f s", model_dir, device, time.monotonic() - started)
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return TransformersEngine(model=model, tokenizer=tokenizer, device=device)
+
+
+# serving.properties dtype names and the torch dtypes they stand for.
+TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+
+ENGINE_LOADERS = {"deepspeed": load_deepspeed_engine, "transformers": load_transformers_engine}
+
+
+def engine_loader_for(properties: Mapping[str, str]) -> Callable[[Mapping[str, str]], Any]:
+    """Return the loader that option.engine_loader names (deepspeed when unset)."""
+    name = properties.get("engine_loader", "deepspeed")
+    if name not in ENGINE_LOADERS:
+        raise ValueError(
+            f"option.engine_loader={name!r} in serving.properties is invalid: allowed {', '.join(ENGINE_LOADERS)}"
+        )
+    return ENGINE_LOADERS[name]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # DJL Serving entry point.
 # ---------------------------------------------------------------------------------------------------------------
@@ -468,7 +514,8 @@ def handle(inputs: Any) -> Any:
     """Load the model on the first call, return None for DJL's empty warm-up call, and serve requests."""
     global _SERVICE
     if _SERVICE is None:
-        _SERVICE = ModelService.from_properties(inputs.get_properties(), load_deepspeed_engine)
+        properties = inputs.get_properties()
+        _SERVICE = ModelService.from_properties(properties, engine_loader_for(properties))
 
     if inputs.is_empty():
         return None
