@@ -198,6 +198,7 @@ EXTRA_KEYS = (
     "hourlyPriceUsd",
     "weightsRevision",
     "hubTokenSecretName",
+    "hubEndpoint",
 )
 
 

@@ -6,6 +6,7 @@ from constructs import Construct
 from stacks.config import DeploymentConfig
 from stacks.model_bucket import model_bucket_name
 from stacks.model_storage import ModelStorage
+from stacks.weight_staging import WeightStaging
 
 
 class StorageStack(Stack):
@@ -29,4 +30,14 @@ class StorageStack(Stack):
         )
         CfnOutput(self, "ModelBucketName", value=self.bucket.bucket_name)
         CfnOutput(self, "WeightsLocation", value=f"s3://{self.bucket.bucket_name}/{config.weights_prefix}")
+
+        self.weight_staging = WeightStaging(self, "WeightStaging", config=config, bucket=self.bucket)
+        ssm.StringParameter(
+            self,
+            "WeightsStagingProjectParameter",
+            parameter_name=f"{config.ssm_prefix}/weights-staging-project",
+            string_value=self.weight_staging.project.project_name,
+            description="CodeBuild project that stages the weights: bloomctl weights stage",
+        )
+        CfnOutput(self, "WeightsStagingProject", value=self.weight_staging.project.project_name)
 
