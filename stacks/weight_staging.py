@@ -148,7 +148,8 @@ class WeightStaging(Construct):
 
         variables = {name: codebuild.BuildEnvironmentVariable(value=value) for name, value in values.items()}
         if settings.hub_token_secret_name:
-            # CodeBuild reads the secret when the build starts and grants the role GetSecretValue on it.
+            # CodeBuild reads the secret, a plain-text Hub token, when the build starts. aws-cdk-lib grants the
+            # role GetSecretValue on that secret.
             variables["HF_TOKEN"] = codebuild.BuildEnvironmentVariable(
                 type=codebuild.BuildEnvironmentVariableType.SECRETS_MANAGER,
                 value=settings.hub_token_secret_name,

@@ -38,14 +38,21 @@ class RepoContent:
 
     def tree_entry(self, path: str) -> dict:
         content = self.files[path]
+        sha256 = hashlib.sha256(content).hexdigest()
+        # git stores an LFS file as a pointer, so the entry's oid is the pointer's blob hash, not the content's.
+        stored = (
+            f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {len(content)}\n".encode()
+            if path in self.lfs
+            else content
+        )
         entry = {
             "type": "file",
             "path": path,
             "size": len(content),
-            "oid": hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest(),
+            "oid": hashlib.sha1(b"blob %d\0" % len(stored) + stored).hexdigest(),
         }
         if path in self.lfs:
-            entry["lfs"] = {"oid": hashlib.sha256(content).hexdigest(), "size": len(content), "pointerSize": 134}
+            entry["lfs"] = {"oid": sha256, "size": len(content), "pointerSize": len(stored)}
         return entry
 
 

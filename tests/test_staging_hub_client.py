@@ -39,6 +39,7 @@ def test_listing_follows_pages_and_reads_hashes(stand_in_hub):
     content = repo.files["config.json"]
     assert by_path["config.json"].git_oid == hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
     assert by_path[SHARD_00].size == len(repo.files[SHARD_00])
+    assert by_path[SHARD_00].git_oid is None
 
 
 def test_dropped_download_resumes_with_range(stand_in_hub):

@@ -139,6 +139,23 @@ def test_corrupted_lfs_file_is_rejected(stand_in_hub, s3_client):
     assert SHARD_01 in record["detail"]
 
 
+def test_small_lfs_file_is_checked_by_sha256(stand_in_hub, s3_client):
+    stand_in_hub.repo.files["shards/small.pt"] = b"small lfs content" * 100
+    stand_in_hub.repo.lfs.add("shards/small.pt")
+
+    manifest = stage(stand_in_hub, s3_client).manifest
+
+    (entry,) = [file for file in manifest.files if file.path == "shards/small.pt"]
+    assert entry.verified_by == "lfs-sha256"
+    assert read_object(s3_client, PREFIX + "shards/small.pt") == b"small lfs content" * 100
+
+    stand_in_hub.faults.corrupt.add("shards/small.pt")
+    s3_client.delete_object(Bucket=BUCKET, Key=PREFIX + "shards/small.pt")
+    with pytest.raises(StagingError) as raised:
+        stage(stand_in_hub, s3_client)
+    assert "sha256" in raised.value.failures["shards/small.pt"]
+
+
 def test_corrupted_git_file_is_rejected(stand_in_hub, s3_client):
     stand_in_hub.faults.corrupt.add("tokenizer.json")
 

@@ -1,6 +1,7 @@
 """``bloomctl weights``: local staging from the stand-in Hub and a directory, verify, and the cloud job path."""
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import boto3
 import pytest
@@ -115,7 +116,7 @@ def test_local_stage_needs_a_revision(clients, bloom_1b7_hub, capsys):
     assert "weightsRevision" in capsys.readouterr().err
 
 
-def test_local_stage_of_large_profile_is_refused(clients, capsys):
+def test_local_stage_of_large_profile_is_rejected(clients, capsys):
     code = run("stage", "--local", "--profile", "bloom-176b-int8", "--revision", "a" * 40,
                "--hub-url", "https://hub.example.invalid")
 
@@ -213,6 +214,24 @@ def test_cloud_stage_reports_failed_build(clients, codebuild, capsys):
     assert progress_key(PREFIX) in {o["Key"] for o in clients.s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
 
 
+def test_record_of_earlier_run_is_ignored(clients, codebuild, capsys):
+    client, stubber = codebuild
+    write_progress_record(clients.s3, BUCKET, PREFIX, "failed", None, "old failure from yesterday")
+    stubber.add_response("batch_get_projects", project_response(
+        WEIGHTS_REVISION="c" * 40, HF_ENDPOINT="https://hub.example.invalid"), {"names": [PROJECT]})
+    stubber.add_response("start_build", {"build": {"id": BUILD_ID}})
+    failed = build_response("FAILED", True, "COMPLETED")
+    failed["builds"][0]["startTime"] = datetime.now(timezone.utc) + timedelta(minutes=5)
+    stubber.add_response("batch_get_builds", failed, {"ids": [BUILD_ID]})
+
+    code = run("stage", "--profile", "bloom-1b7", "--wait", "--poll-seconds", "0")
+
+    error = capsys.readouterr().err
+    assert code == 1
+    assert "ended with FAILED" in error
+    assert "old failure" not in error
+
+
 def test_cloud_stage_rejects_other_profile(clients, codebuild, capsys):
     client, stubber = codebuild
     stubber.add_response("batch_get_projects", project_response(BLOOM_PROFILE="bloom-176b-int8"), {"names": [PROJECT]})
@@ -248,6 +267,6 @@ def test_cloud_deep_verify_starts_the_job(clients, codebuild, capsys):
     assert "verify-deep build" in capsys.readouterr().out
 
 
-def test_local_deep_verify_of_large_profile_is_refused(clients, capsys):
+def test_local_deep_verify_of_large_profile_is_rejected(clients, capsys):
     assert run("verify", "--profile", "bloom-176b-int8", "--deep") == 2
     assert "--in-cloud" in capsys.readouterr().err

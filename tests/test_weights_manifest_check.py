@@ -1,4 +1,4 @@
-"""The check before a start: a missing, invalid or incomplete manifest refuses the start and names the fix."""
+"""The check before a start: a missing, invalid or incomplete manifest blocks the start and names the fix."""
 
 import hashlib
 import json
@@ -60,7 +60,7 @@ def test_files_outside_the_manifest_are_ignored(s3):
     assert check_weights(s3, BUCKET, PREFIX).ok
 
 
-def test_missing_manifest_refuses_start(s3):
+def test_missing_manifest_blocks_start(s3):
     put_weights(s3)
 
     check = check_weights(s3, BUCKET, PREFIX)
@@ -71,7 +71,7 @@ def test_missing_manifest_refuses_start(s3):
     assert STAGE_COMMAND == "bloomctl weights stage --wait"
 
 
-def test_missing_file_refuses_start(s3):
+def test_missing_file_blocks_start(s3):
     entries = put_weights(s3)
     s3.delete_object(Bucket=BUCKET, Key=PREFIX + "model-00001.safetensors")
     put_manifest(s3, entries)
@@ -85,7 +85,7 @@ def test_missing_file_refuses_start(s3):
     assert [problem.path for problem in check.problems] == ["model-00001.safetensors"]
 
 
-def test_changed_size_refuses_start(s3):
+def test_changed_size_blocks_start(s3):
     put_manifest(s3, put_weights(s3))
     s3.put_object(Bucket=BUCKET, Key=PREFIX + "config.json", Body=b"{}")
 
@@ -95,7 +95,7 @@ def test_changed_size_refuses_start(s3):
     assert "config.json: size is 2 bytes" in check.message
 
 
-def test_changed_content_refuses_start(s3):
+def test_changed_content_blocks_start(s3):
     put_manifest(s3, put_weights(s3))
     s3.put_object(Bucket=BUCKET, Key=PREFIX + "model-00001.safetensors", Body=b"\x02" * 4096)
 
@@ -116,7 +116,7 @@ def test_changed_content_refuses_start(s3):
         (lambda document: document.pop("commit"), "'commit'"),
     ],
 )
-def test_inconsistent_manifest_refuses_start(s3, change, expected):
+def test_inconsistent_manifest_blocks_start(s3, change, expected):
     manifest = put_manifest(s3, put_weights(s3))
     document = json.loads(manifest.to_json())
     change(document)
@@ -130,7 +130,7 @@ def test_inconsistent_manifest_refuses_start(s3, change, expected):
     assert STAGE_COMMAND in check.message
 
 
-def test_truncated_manifest_refuses_start(s3):
+def test_truncated_manifest_blocks_start(s3):
     text = put_manifest(s3, put_weights(s3)).to_json()
     put_manifest(s3, (), text[: len(text) // 2])
 
@@ -155,7 +155,7 @@ def test_access_denied_is_reported_not_raised():
     assert "AccessDenied" in check.message
 
 
-def test_reconciler_refuses_start_on_incomplete_manifest():
+def test_reconciler_blocks_start_on_incomplete_manifest():
     control_plane_support = pytest.importorskip("tests.control_plane_support")
     from control_plane.reconciler import BLOCKED, CLI, Trigger
     from control_plane.weights import check_weights as control_plane_check

@@ -5,8 +5,8 @@ It uses three routes:
 * ``GET {endpoint}/api/models/{repo}/revision/{revision}``: model info; ``sha`` is the commit that the
   revision resolves to.
 * ``GET {endpoint}/api/models/{repo}/tree/{commit}?recursive=true``: the file list with sizes, the git blob
-  ``oid`` of every file and ``lfs.oid``, the sha256 of the content, for LFS files. Long lists are paginated
-  with a ``Link: <url>; rel="next"`` header.
+  ``oid`` of every file and ``lfs.oid``, the sha256 of the content, for LFS files. The ``oid`` of an LFS file
+  is that of its pointer file. Long lists are paginated with a ``Link: <url>; rel="next"`` header.
 * ``GET {endpoint}/{repo}/resolve/{commit}/{path}``: the file content. LFS files redirect to a storage host.
 
 The endpoint has no default: callers pass the Hub's base URL explicitly (the CLI and the job read it from
@@ -53,7 +53,7 @@ class RepoFile:
     size: int
     # sha256 of the content, published for LFS files only.
     sha256: str | None
-    # git blob sha1 of the content, published for every file.
+    # git blob sha1 of the content, for files that are not in LFS.
     git_oid: str | None
 
 
@@ -245,7 +245,8 @@ def _parse_tree_entry(entry: dict) -> RepoFile:
     if sha256 is not None and (lfs.get("size") != size or not re.fullmatch(r"[0-9a-f]{64}", str(sha256))):
         raise HubError(f"the Hub's file listing has an invalid LFS entry for {path!r}: {lfs!r}")
 
-    git_oid = entry.get("oid")
+    # For an LFS file, "oid" is the git blob sha1 of the small pointer file that git stores, not of the content.
+    git_oid = entry.get("oid") if sha256 is None else None
     return RepoFile(path=path, size=size, sha256=sha256, git_oid=git_oid if isinstance(git_oid, str) else None)
 
 

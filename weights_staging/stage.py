@@ -36,6 +36,7 @@ from weights_staging.progress import (
     ProgressSnapshot,
     ProgressTracker,
     delete_progress_record,
+    progress_key,
     write_progress_record,
 )
 from weights_staging.sources import Source, SourceFile, SourceSnapshot
@@ -125,6 +126,8 @@ def stage_weights(
         existing = _read_manifest(s3_client, bucket, prefix) if manifest_key(prefix) in plan.objects else None
         if not plan.to_stage and not plan.to_prune and _is_current(existing, snapshot, plan.skipped):
             logger.info("All %d files are already staged and the manifest is current", len(snapshot.files))
+            if options.write_progress and progress_key(prefix) in plan.objects:
+                delete_progress_record(s3_client, bucket, prefix)
             return StagingResult(existing, 0, len(plan.skipped), 0, counters, already_complete=True)
 
         # From here on the prefix changes, so a start must be refused until the new manifest is written.
@@ -178,7 +181,7 @@ def _plan(uploader: ObjectUploader, snapshot: SourceSnapshot, prefix: str, prune
             plan.to_stage.append(file)
 
     if prune:
-        reserved = {manifest_key(prefix), prefix + PROGRESS_NAME}
+        reserved = {manifest_key(prefix), progress_key(prefix)}
         for key in sorted(set(objects) - listed_keys - reserved):
             head = uploader.head(key)
             if head is not None and SHA256_METADATA in head.get("Metadata", {}):

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # byte through this machine twice (download and upload).
 LOCAL_MAX_WEIGHTS_GB = 20
 CDK_JSON_NAME = "cdk.json"
+# updated_at of the job's progress record.
+RECORD_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class CommandError(Exception):
-    """A problem the user can fix, with a message that tells how. The command exits with status 2."""
+    """An error that the user can fix, with a message that explains how. The command exits with status 2."""
 
 
 @dataclass
@@ -344,7 +347,7 @@ def _follow_build(
     try:
         while True:
             build = clients.codebuild.batch_get_builds(ids=[build_id])["builds"][0]
-            record = read_progress_record(clients.s3, target.bucket, target.prefix)
+            record = _record_of_build(read_progress_record(clients.s3, target.bucket, target.prefix), build)
             line = _build_line(build, record)
             if line != last_line:
                 print(line, flush=True)
@@ -355,6 +358,19 @@ def _follow_build(
     except KeyboardInterrupt:
         _error(f"Stopped following. The build {build_id} keeps running in the cloud.")
         return EXIT_INTERRUPTED
+
+
+def _record_of_build(record: dict[str, Any] | None, build: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the progress record only if this build wrote it, not an earlier run."""
+    started = build.get("startTime")
+    if record is None or started is None:
+        return record
+
+    try:
+        updated = datetime.strptime(str(record.get("updated_at")), RECORD_TIME_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return record if updated >= started.replace(microsecond=0) else None
 
 
 def _build_line(build: dict[str, Any], record: dict[str, Any] | None) -> str:
