@@ -9,7 +9,7 @@ import importlib
 import sys
 
 # Command modules, in the order they appear in --help.
-COMMAND_MODULES = ("weights",)
+COMMAND_MODULES = ("weights", "invoke")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -71,8 +71,8 @@ def load_api_config(config: DeploymentConfig) -> ApiConfig:
     )
     slots = _generation_slots(config)
 
-    # A request with the default max_new_tokens holds a slot this long; more requests per second than the slots
-    # can finish in that time only queue up in the container and then time out.
+    # A request with the default max_new_tokens occupies a slot this long. More requests per second than the
+    # slots can finish in that time only queue up in the container and then time out.
     typical_seconds = bounds.default_max_new_tokens * bounds.seconds_per_token
     return ApiConfig(
         usage_plans=parse_usage_plans(config.extra.get("usagePlans")),
@@ -100,7 +100,7 @@ def _generation_slots(config: DeploymentConfig) -> int:
 
 
 def parse_usage_plans(value: Any) -> tuple[UsagePlanConfig, ...]:
-    """Validate the ``usagePlans`` context value; raise ``ConfigError`` naming the plan, the field and the value."""
+    """Validate the ``usagePlans`` context value, or raise ``ConfigError`` naming the plan, the field and the value."""
     plans = parse_json_context("usagePlans", value)
     if not isinstance(plans, list) or not plans:
         raise ConfigError(

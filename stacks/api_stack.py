@@ -69,7 +69,7 @@ class ApiStack(Stack):
             rest_api,
             "AwsSolutions-APIG2",
             "The invoke function validates every body against the schemas that the API publishes as its models "
-            "and returns a typed 400 that names the field and lists the allowed ones; API Gateway's validator "
+            "and returns a typed 400 that names the field and lists the allowed ones. API Gateway's validator "
             "would answer first with a generic message.",
         )
         for rule_id in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
@@ -77,7 +77,7 @@ class ApiStack(Stack):
                 rest_api,
                 rule_id,
                 "Callers authenticate with API keys that belong to usage plans, which is the access model this API "
-                "offers to teams; there are no per-user identities to authorize.",
+                "offers to teams. There are no per-user identities to authorize.",
             )
         acknowledge(
             rest_api,
@@ -97,5 +97,5 @@ class ApiStack(Stack):
             self.api.invoke_function.function,
             "AwsSolutions-L1",
             "All functions of this project share one runtime, pinned in stacks/python_function.py together with "
-            "the Powertools layer build for that runtime; both move together.",
+            "the Powertools layer build for that runtime, and both move together.",
         )

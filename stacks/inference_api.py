@@ -1,8 +1,8 @@
 """Inference API: a Regional REST API with API keys and usage plans in front of the invoke Lambda function.
 
 Routes: ``POST /generate`` and ``GET /status``, both through one Lambda proxy integration, both requiring an
-API key. Other routes (the control plane's admin routes) can be added later on ``rest_api`` or ``root``;
-methods added there require an API key unless they say otherwise.
+API key. Other routes (the control plane's admin routes) can be added later on ``rest_api`` or ``root``, and
+methods added there require an API key unless their options turn it off.
 """
 
 import hashlib
@@ -49,11 +49,11 @@ GATEWAY_RESPONSES = {
     "THROTTLED": ("throttled", "429", None, 5),
     "QUOTA_EXCEEDED": ("quota_exceeded", "429", None, 3600),
     "REQUEST_TOO_LARGE": ("payload_too_large", "413", None, None),
-    "INTEGRATION_TIMEOUT": ("generation_timeout", "504", "The generation did not finish in time; ask for fewer "
+    "INTEGRATION_TIMEOUT": ("generation_timeout", "504", "The generation did not finish in time. Ask for fewer "
                             "max_new_tokens.", None),
     # API Gateway reports a throttled Lambda invocation (all reserved concurrency in use) as an integration
     # failure. NOTE: other integration failures, such as a missing invoke permission, get this response too.
-    "INTEGRATION_FAILURE": ("throttled", "429", "Every generation slot of the model is busy; retry after the "
+    "INTEGRATION_FAILURE": ("throttled", "429", "Every generation slot of the model is busy. Retry after the "
                             "Retry-After header's seconds.", 5),
     "DEFAULT_4XX": ("invalid_request", None, None, None),
     "DEFAULT_5XX": ("internal_error", None, None, None),
@@ -214,7 +214,7 @@ class InferenceApi(Construct):
             )
 
     def _add_usage_plans(self) -> dict[str, apigateway.ApiKey]:
-        """Create each configured plan on the deployed stage, with its keys; return the keys by name.
+        """Create each configured plan on the deployed stage with its keys, and return the keys by name.
 
         Construct IDs come from the plan and key names, not from list positions, so that reordering the
         configuration does not replace a key and change its value.

@@ -1,7 +1,7 @@
 """Import the invoke function's package at synth time.
 
 The package in ``lambda/invoke_api`` owns the request schema, the OpenAPI description, the generation bounds and
-the timeout chain; the stacks use the same modules so that the template and the function cannot disagree.
+the timeout chain. The stacks use the same modules, so the template and the function cannot disagree.
 Those modules import only the standard library.
 """
 

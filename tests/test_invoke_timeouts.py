@@ -92,8 +92,8 @@ def fake_runtime(monkeypatch):
 
 
 def test_slow_generation_returns_504_once(fake_runtime):
-    """A generation slower than the read timeout returns 504 that says to ask for fewer tokens, and the slow
-    request reaches the endpoint exactly once."""
+    """A generation slower than the read timeout returns a 504 whose message asks for fewer tokens, and the
+    slow request reaches the endpoint exactly once."""
     fake = fake_runtime(FakeReply(body=b'{"generated_text": "late"}', delay=TEST_READ_TIMEOUT_SECONDS * 3))
 
     started = time.monotonic()
