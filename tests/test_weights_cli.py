@@ -116,6 +116,14 @@ def test_local_stage_needs_a_revision(clients, bloom_1b7_hub, capsys):
     assert "weightsRevision" in capsys.readouterr().err
 
 
+def test_invalid_revision_is_rejected(clients, capsys):
+    code = run("stage", "--local", "--profile", "bloom-1b7", "--hub-url", "https://hub.example.invalid",
+               "--revision", "../main")
+
+    assert code == 2
+    assert "revision='../main' is invalid" in capsys.readouterr().err
+
+
 def test_local_stage_of_large_profile_is_rejected(clients, capsys):
     code = run("stage", "--local", "--profile", "bloom-176b-int8", "--revision", "a" * 40,
                "--hub-url", "https://hub.example.invalid")

@@ -239,16 +239,24 @@ def _stage_locally(args: argparse.Namespace, clients: AwsClients, target: Target
     return EXIT_OK
 
 
-def _revision(value: str | None) -> str:
+def _checked_setting(value: str | None, check, missing: str, label: str) -> str:
+    """Return the validated value; raise CommandError with ``missing`` when it is not set."""
     if not value:
-        raise CommandError(
-            "No revision to stage: pass --revision with the commit hash of the Hub repository, or set the "
-            "weightsRevision context value in cdk.json"
-        )
+        raise CommandError(missing)
     try:
-        revision = validate_revision(value)
+        return check(value)
     except ValueError as error:
-        raise CommandError(f"--revision={value!r} is invalid: {error}") from None
+        raise CommandError(f"{label}={value!r} is invalid: {error}") from None
+
+
+def _revision(value: str | None) -> str:
+    revision = _checked_setting(
+        value,
+        validate_revision,
+        "No revision to stage: pass --revision with the commit hash of the Hub repository, or set the "
+        "weightsRevision context value in cdk.json",
+        "revision",
+    )
     if not is_commit_hash(revision):
         print(
             f"Warning: {revision} is a branch or tag, not a commit hash. The manifest records the commit it "
@@ -259,15 +267,13 @@ def _revision(value: str | None) -> str:
 
 
 def _hub_endpoint(value: str | None) -> str:
-    if not value:
-        raise CommandError(
-            "No Hub endpoint: pass --hub-url, set HF_ENDPOINT, or set the hubEndpoint context value in cdk.json "
-            "(the public Hub is https://huggingface.co)"
-        )
-    try:
-        return validate_endpoint(value)
-    except ValueError as error:
-        raise CommandError(f"Hub endpoint {value!r} is invalid: {error}") from None
+    return _checked_setting(
+        value,
+        validate_endpoint,
+        "No Hub endpoint: pass --hub-url, set HF_ENDPOINT, or set the hubEndpoint context value in cdk.json "
+        "(the public Hub is https://huggingface.co)",
+        "Hub endpoint",
+    )
 
 
 def _print_progress(snapshot: ProgressSnapshot) -> None:
