@@ -25,7 +25,7 @@ setup: $(VENV)/.installed node_modules/.installed
 ## Synthesize every stack of the configured profile (default bloom-176b-int8), with cdk-nag, then cfn-lint.
 synth: setup
 	rm -rf $(OUT)
-	cdk synth --quiet --output $(OUT) $(CDK_ARGS)
+	cdk synth --quiet --no-notices --output $(OUT) $(CDK_ARGS)
 	$(PYTHON) -m stacks.lint_templates $(OUT)
 	@echo "Templates written to $(CURDIR)/$(OUT): $$(ls $(OUT)/*.template.json | xargs -n1 basename | tr '\n' ' ')"
 
