@@ -16,6 +16,7 @@ from typing import Any
 
 from stacks.config import ConfigError, DeploymentConfig, parse_json_context
 from stacks.invoke_api_package import bounds as invoke_bounds
+from stacks.invoke_api_package import timeouts as invoke_timeouts
 from stacks.serving_properties import render_serving_properties
 
 PLAN_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
@@ -28,6 +29,29 @@ STATUS_CONCURRENCY = 2
 # GET /status costs one DescribeEndpoint call, so it gets its own, more generous throttle.
 STATUS_RATE_LIMIT = 5
 STATUS_BURST_LIMIT = 10
+
+# Stage of the REST API: the first path segment of every URL of the API.
+STAGE_NAME = "v1"
+
+# Responses that API Gateway sends itself, rewritten into the API's error body: (error code, status, message
+# or None for API Gateway's own message, Retry-After seconds or None).
+GATEWAY_RESPONSES = {
+    "INVALID_API_KEY": ("forbidden", "403", "Missing or invalid API key: send a key of this stage's usage plans in "
+                        "the x-api-key header.", None),
+    "MISSING_AUTHENTICATION_TOKEN": ("forbidden", "403", "No such route, or the route needs credentials that the "
+                                     "request did not carry. Routes: POST /generate, GET /status.", None),
+    "THROTTLED": ("throttled", "429", None, 5),
+    "QUOTA_EXCEEDED": ("quota_exceeded", "429", None, 3600),
+    "REQUEST_TOO_LARGE": ("payload_too_large", "413", None, None),
+    "INTEGRATION_TIMEOUT": ("generation_timeout", "504", "The generation did not finish in time. Ask for fewer "
+                            "max_new_tokens.", None),
+    # API Gateway reports a throttled Lambda invocation (all reserved concurrency in use) as an integration
+    # failure. NOTE: other integration failures, such as a missing invoke permission, get this response too.
+    "INTEGRATION_FAILURE": ("throttled", "429", "Every generation slot of the model is busy. Retry after the "
+                            "Retry-After header's seconds.", 5),
+    "DEFAULT_4XX": ("invalid_request", None, None, None),
+    "DEFAULT_5XX": ("internal_error", None, None, None),
+}
 
 
 @dataclass(frozen=True)
@@ -82,6 +106,16 @@ def load_api_config(config: DeploymentConfig) -> ApiConfig:
         rate_limit=max(1, math.ceil(slots / typical_seconds)),
         burst_limit=slots + STATUS_CONCURRENCY,
     )
+
+
+def invoke_function_environment(config: DeploymentConfig, api_config: ApiConfig) -> dict[str, str]:
+    """Return the invoke function's environment: the endpoint name, the read timeout and the profile's bounds."""
+    return {
+        "ENDPOINT_NAME": config.endpoint_name,
+        "SAGEMAKER_READ_TIMEOUT_SECONDS": str(invoke_timeouts.SAGEMAKER_READ_TIMEOUT_SECONDS),
+        "POWERTOOLS_SERVICE_NAME": "invoke-api",
+        **api_config.bounds.to_environment(),
+    }
 
 
 def _generation_slots(config: DeploymentConfig) -> int:

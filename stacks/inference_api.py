@@ -12,12 +12,18 @@ from aws_cdk import Aws, Duration, RemovalPolicy, aws_apigateway as apigateway, 
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stacks.api_config import STATUS_BURST_LIMIT, STATUS_RATE_LIMIT, ApiConfig, UsagePlanConfig
+from stacks.api_config import (
+    GATEWAY_RESPONSES,
+    STAGE_NAME,
+    STATUS_BURST_LIMIT,
+    STATUS_RATE_LIMIT,
+    ApiConfig,
+    UsagePlanConfig,
+    invoke_function_environment,
+)
 from stacks.config import DeploymentConfig
 from stacks.invoke_api_package import openapi, schema, timeouts
 from stacks.python_function import LOG_RETENTION, PythonFunction
-
-STAGE_NAME = "v1"
 
 # Access log fields: who called which route, with what result and how long it took. No request or response
 # bodies, so prompts and completions never reach the access log.
@@ -37,26 +43,6 @@ ACCESS_LOG_FIELDS = {
     "integrationStatus": "$context.integrationStatus",
     "errorType": "$context.error.responseType",
     "errorMessage": "$context.error.message",
-}
-
-# Responses that API Gateway sends itself, rewritten into the API's error body: (error code, status, message
-# or None for API Gateway's own message, Retry-After seconds or None).
-GATEWAY_RESPONSES = {
-    "INVALID_API_KEY": ("forbidden", "403", "Missing or invalid API key: send a key of this stage's usage plans in "
-                        "the x-api-key header.", None),
-    "MISSING_AUTHENTICATION_TOKEN": ("forbidden", "403", "No such route, or the route needs credentials that the "
-                                     "request did not carry. Routes: POST /generate, GET /status.", None),
-    "THROTTLED": ("throttled", "429", None, 5),
-    "QUOTA_EXCEEDED": ("quota_exceeded", "429", None, 3600),
-    "REQUEST_TOO_LARGE": ("payload_too_large", "413", None, None),
-    "INTEGRATION_TIMEOUT": ("generation_timeout", "504", "The generation did not finish in time. Ask for fewer "
-                            "max_new_tokens.", None),
-    # API Gateway reports a throttled Lambda invocation (all reserved concurrency in use) as an integration
-    # failure. NOTE: other integration failures, such as a missing invoke permission, get this response too.
-    "INTEGRATION_FAILURE": ("throttled", "429", "Every generation slot of the model is busy. Retry after the "
-                            "Retry-After header's seconds.", 5),
-    "DEFAULT_4XX": ("invalid_request", None, None, None),
-    "DEFAULT_5XX": ("internal_error", None, None, None),
 }
 
 
@@ -101,12 +87,7 @@ class InferenceApi(Construct):
             function_name=f"{config.name_prefix}-invoke-api",
             handler="invoke_api.handler.lambda_handler",
             description=f"Validates generation requests and calls the SageMaker endpoint {config.endpoint_name}",
-            environment={
-                "ENDPOINT_NAME": config.endpoint_name,
-                "SAGEMAKER_READ_TIMEOUT_SECONDS": str(timeouts.SAGEMAKER_READ_TIMEOUT_SECONDS),
-                "POWERTOOLS_SERVICE_NAME": "invoke-api",
-                **self.api_config.bounds.to_environment(),
-            },
+            environment=invoke_function_environment(config, self.api_config),
             timeout=Duration.seconds(timeouts.LAMBDA_TIMEOUT_SECONDS),
             reserved_concurrent_executions=self.api_config.reserved_concurrency,
         )

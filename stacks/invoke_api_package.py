@@ -6,8 +6,11 @@ Those modules import only the standard library.
 """
 
 import sys
+from pathlib import Path
 
-from stacks.python_function import LAMBDA_CODE_DIR
+# The shared Lambda code folder, as in stacks/python_function.py. Built here rather than imported from there, so
+# that the CLI and local mode read the package without starting aws_cdk's jsii runtime.
+LAMBDA_CODE_DIR = Path(__file__).resolve().parent.parent / "lambda"
 
 if str(LAMBDA_CODE_DIR) not in sys.path:
     sys.path.append(str(LAMBDA_CODE_DIR))
