@@ -2,6 +2,7 @@
 function's permissions, the outputs, and the OpenAPI description."""
 
 import json
+from pathlib import Path
 
 import pytest
 from aws_cdk.assertions import Match, Template
@@ -185,16 +186,23 @@ def test_access_log_without_bodies(api_template):
 def test_timeouts_ordered_in_template(api_template):
     """The read timeout handed to the function is below the function timeout, which is below the integration
     timeout of every method."""
-    (function,) = [
-        resource
-        for resource in resources_of(api_template, "AWS::Lambda::Function").values()
+    ((function_id, function),) = [
+        (logical_id, resource)
+        for logical_id, resource in resources_of(api_template, "AWS::Lambda::Function").items()
         if resource["Properties"].get("FunctionName") == "bloom-invoke-api"
     ]
     read_timeout = float(function["Properties"]["Environment"]["Variables"]["SAGEMAKER_READ_TIMEOUT_SECONDS"])
     function_timeout = function["Properties"]["Timeout"]
+    # Only the methods that call the invoke function; other routes (the admin routes) call other functions.
+    invoke_methods = [
+        method
+        for method in resources_of(api_template, "AWS::ApiGateway::Method").values()
+        if function_id in json.dumps(method["Properties"]["Integration"].get("Uri"))
+    ]
 
     assert read_timeout + timeouts.CONNECT_TIMEOUT_SECONDS < function_timeout
-    for method in resources_of(api_template, "AWS::ApiGateway::Method").values():
+    assert sorted(method["Properties"]["HttpMethod"] for method in invoke_methods) == ["GET", "POST"]
+    for method in invoke_methods:
         integration = method["Properties"]["Integration"]
         assert integration["Type"] == "AWS_PROXY"
         assert function_timeout * 1000 < integration["TimeoutInMillis"] <= 29000
@@ -341,3 +349,10 @@ def test_documentation_published_on_stage(api_template):
     for part in api_key_parts:
         assert part["Location"]["Type"] == "REQUEST_HEADER"
         assert json.loads(part["Properties"])["required"] is True
+
+
+def test_readme_shows_api_key_header():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+    assert '-H "x-api-key: $KEY"' in readme
+    assert "get-api-key --api-key <key id> --include-value" in readme

@@ -395,3 +395,24 @@ def test_missing_setting_returns_500(monkeypatch, invoke_environment):
     assert status == 500
     assert body["error"] == "internal_error"
     assert "MAX_NEW_TOKENS" not in body["message"]
+
+
+def test_metrics_count_errors_by_code(runtime, capfd):
+    """Each request emits Requests and Latency, and a failed one also Errors with its ErrorCode dimension."""
+    runtime.add_client_error(
+        "invoke_endpoint", service_error_code="ThrottlingException", service_message="Rate exceeded", http_status_code=400
+    )
+
+    invoke("POST", "/generate", json.dumps({"input": "Hi"}))
+
+    metric_lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    names = {
+        metric["Name"]: directive["Dimensions"]
+        for line in metric_lines
+        for directive in line["_aws"]["CloudWatchMetrics"]
+        for metric in directive["Metrics"]
+    }
+    (errors,) = [line for line in metric_lines if "Errors" in line]
+    assert {"Requests", "Latency", "Errors"} <= set(names)
+    assert ["service", "Route", "ErrorCode"] in names["Errors"]
+    assert errors["ErrorCode"] == "throttled"

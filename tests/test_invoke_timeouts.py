@@ -162,3 +162,13 @@ def test_success_through_http(fake_runtime):
     assert body["generated_text"] == " there"
     assert body["usage"] == {"generated_tokens": 1}
     assert json.loads(fake.requests[0][1]) == {"inputs": "Hi", "parameters": {"max_new_tokens": 3}}
+
+
+def test_runtime_client_never_retries(monkeypatch):
+    """The function's sagemaker-runtime client makes one attempt and waits at most the read timeout."""
+    dependencies = use_environment(monkeypatch, profile_environment())
+    config = dependencies.runtime.meta.config
+
+    assert config.retries["total_max_attempts"] == 1
+    assert config.read_timeout == timeouts.SAGEMAKER_READ_TIMEOUT_SECONDS
+    assert config.connect_timeout == timeouts.CONNECT_TIMEOUT_SECONDS
