@@ -8,6 +8,7 @@ from constructs import Construct
 
 from stacks.api_config import load_api_config
 from stacks.config import DeploymentConfig
+from stacks.control_plane import add_admin_routes
 from stacks.inference_api import STAGE_NAME, InferenceApi, pascal_case
 from stacks.nag import acknowledge
 
@@ -22,6 +23,7 @@ class ApiStack(Stack):
 
         self.api_config = load_api_config(config)
         self.api = InferenceApi(self, "InferenceApi", config=config, api_config=self.api_config)
+        self.admin_methods = add_admin_routes(self.api.rest_api, config)
 
         self._add_outputs()
         self._acknowledge_findings()

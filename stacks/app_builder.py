@@ -5,6 +5,7 @@ from cdk_nag import AwsSolutionsChecks
 
 from stacks.api_stack import ApiStack
 from stacks.config import DeploymentConfig, load_config
+from stacks.control_stack import ControlStack
 from stacks.hosting_stack import HostingStack
 from stacks.storage_stack import StorageStack
 
@@ -13,16 +14,22 @@ class BloomApp:
     """Handles to the stacks of one deployment, for tests and for stacks that depend on each other."""
 
     def __init__(
-        self, config: DeploymentConfig, storage: StorageStack, hosting: HostingStack, api: ApiStack
+        self,
+        config: DeploymentConfig,
+        storage: StorageStack,
+        hosting: HostingStack,
+        api: ApiStack,
+        control: ControlStack,
     ) -> None:
         self.config = config
         self.storage = storage
         self.hosting = hosting
         self.api = api
+        self.control = control
 
     @property
     def stacks(self) -> list[cdk.Stack]:
-        return [self.storage, self.hosting, self.api]
+        return [self.storage, self.hosting, self.api, self.control]
 
 
 def build_app(app: cdk.App) -> BloomApp:
@@ -38,6 +45,13 @@ def build_app(app: cdk.App) -> BloomApp:
         description="Model bucket for BLOOM weights and artifacts (kept on destroy by default)",
         config=config,
     )
+    control = ControlStack(
+        app,
+        "ControlStack",
+        stack_name=config.stack_name("control"),
+        description="On/off control plane of the SageMaker endpoint: desired state, schedules, idle stop",
+        config=config,
+    )
     hosting = HostingStack(
         app,
         "HostingStack",
@@ -46,6 +60,7 @@ def build_app(app: cdk.App) -> BloomApp:
         config=config,
     )
     hosting.add_stack_dependency(storage, "the model reads its weights from the storage stack's bucket")
+    hosting.add_stack_dependency(control, "the endpoint lifecycle resource calls the control stack's function")
     api = ApiStack(
         app,
         "ApiStack",
@@ -54,8 +69,9 @@ def build_app(app: cdk.App) -> BloomApp:
         config=config,
     )
     api.add_stack_dependency(hosting, "the API invokes the endpoint that the hosting stack's config describes")
+    api.add_stack_dependency(control, "the admin routes call the control stack's admin function")
 
     # cdk-nag 3 runs as a policy validation plugin: findings are reported after synth, and any finding
     # without an acknowledgement fails it.
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
-    return BloomApp(config, storage, hosting, api)
+    return BloomApp(config, storage, hosting, api, control)

@@ -4,6 +4,7 @@ from aws_cdk import CfnOutput, Stack, aws_ssm as ssm
 from constructs import Construct
 
 from stacks.config import DeploymentConfig
+from stacks.control_plane import add_endpoint_lifecycle
 from stacks.nag import acknowledge
 from stacks.model_bucket import import_model_bucket
 from stacks.model_hosting import ModelHosting
@@ -21,6 +22,7 @@ class HostingStack(Stack):
         self.model_name = self.hosting.model.attr_model_name
 
         self._export(config)
+        self.lifecycle = add_endpoint_lifecycle(self, config, self.hosting.model, self.hosting.endpoint_config)
         self._acknowledge_findings(config)
 
     def _export(self, config: DeploymentConfig) -> None:

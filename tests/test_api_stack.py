@@ -42,12 +42,12 @@ def two_plans_synth(synth):
 
 
 def test_every_method_requires_api_key(api_template):
-    """Every method except a CORS preflight (OPTIONS) requires an API key."""
+    """Every method except a CORS preflight (OPTIONS) and the IAM-authorized admin routes requires an API key."""
     methods = resources_of(api_template, "AWS::ApiGateway::Method")
 
     assert {method["Properties"]["HttpMethod"] for method in methods.values()} >= {"POST", "GET"}
     for logical_id, method in methods.items():
-        if method["Properties"]["HttpMethod"] == "OPTIONS":
+        if method["Properties"]["HttpMethod"] == "OPTIONS" or method["Properties"]["AuthorizationType"] == "AWS_IAM":
             continue
         assert method["Properties"]["ApiKeyRequired"] is True, logical_id
 
