@@ -1,0 +1,266 @@
+"""Builders shared by the control-plane tests: settings, the AWS resources a deployment has, a clock, and
+SageMaker responses for botocore's Stubber.
+
+moto models DynamoDB, SSM, S3, SNS, CloudWatch and CloudFormation well enough for the reconciler. Its
+SageMaker creates an endpoint straight in InService and has no UpdateEndpoint, so tests of other endpoint
+states stub SageMaker with expected parameters instead.
+"""
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+
+import boto3
+from botocore.stub import Stubber
+
+from control_plane.clients import AwsClients
+from control_plane.reconciler import Reconciler
+from control_plane.settings import DEPLOYMENT_TAG, ControlSettings, settings_parameter_name
+from weights_manifest.check import WeightsCheck
+
+REGION = "eu-west-1"
+ACCOUNT = "123456789012"
+DEPLOYMENT = "bloom"
+ENDPOINT = "bloom-endpoint"
+BUCKET = "bloom-models-123456789012-eu-west-1"
+WEIGHTS_PREFIX = "weights/bloom-1b7/"
+CONFIG_A = "EndpointConfig-aaaa"
+CONFIG_B = "EndpointConfig-bbbb"
+CONFIG_C = "EndpointConfig-cccc"
+MODEL_A = "Model-aaaa"
+MODEL_B = "Model-bbbb"
+# moto accepts only older instance types in an EndpointConfig (no g5 or p4d), so moto-backed tests use this one.
+MOTO_INSTANCE_TYPE = "ml.g4dn.xlarge"
+# A Monday, 10:00 in Berlin (CEST).
+MONDAY_MORNING = datetime(2025, 6, 2, 8, 0, tzinfo=timezone.utc)
+
+
+def make_settings(**changes) -> ControlSettings:
+    values = dict(
+        deployment=DEPLOYMENT,
+        endpoint_name=ENDPOINT,
+        table_name=f"{DEPLOYMENT}-control",
+        ssm_prefix=f"/{DEPLOYMENT}",
+        hosting_stack_name=f"{DEPLOYMENT}-hosting",
+        reconciler_function_name=f"{DEPLOYMENT}-reconciler",
+        hourly_price_usd=1.41,
+        expected_start_minutes=5,
+        idle_stop_minutes=60,
+        manual_start_max_hours=8,
+        topic_arn=None,
+    )
+    values.update(changes)
+    return ControlSettings(**values)
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: datetime = MONDAY_MORNING) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+def moto_sagemaker_follows(clock: FakeClock, monkeypatch) -> None:
+    """Make moto's SageMaker stamp creation and modification times from the fake clock, not the real one."""
+    monkeypatch.setattr("moto.sagemaker.models.utcnow", lambda: clock().astimezone(timezone.utc).replace(tzinfo=None))
+
+
+def weights_ok(*_args) -> WeightsCheck:
+    return WeightsCheck(True, "weights complete (test)")
+
+
+_shared_session: boto3.Session | None = None
+
+
+def shared_session() -> boto3.Session:
+    """One boto3 session for all tests: a new session parses every service model again (about 0.1 s each)."""
+    global _shared_session
+    if _shared_session is None:
+        _shared_session = boto3.Session(region_name=REGION)
+    return _shared_session
+
+
+def make_reconciler(settings: ControlSettings, clock: FakeClock, sagemaker=None, **options) -> Reconciler:
+    """A reconciler on moto's services, with an optional SageMaker client (for example a stubbed one)."""
+    overrides = {"sagemaker": sagemaker} if sagemaker is not None else {}
+    options.setdefault("weights_check", weights_ok)
+    options.setdefault("sleep", lambda _seconds: None)
+    options.setdefault("lease_wait_seconds", 0)
+    return Reconciler(settings, AwsClients(shared_session(), **overrides), clock=clock, **options)
+
+
+def stubbed_sagemaker() -> tuple:
+    client = shared_session().client("sagemaker")
+    stubber = Stubber(client)
+    stubber.activate()
+    return client, stubber
+
+
+def create_table(settings: ControlSettings) -> None:
+    shared_session().client("dynamodb").create_table(
+        TableName=settings.table_name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def put_parameter(name: str, value: str) -> None:
+    shared_session().client("ssm").put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
+
+
+def publish_hosting_parameters(settings: ControlSettings, config_name: str = CONFIG_A) -> None:
+    """The parameters that the hosting and storage stacks publish, and the control stack's settings."""
+    prefix = settings.ssm_prefix
+    put_parameter(f"{prefix}/endpoint-name", settings.endpoint_name)
+    put_parameter(f"{prefix}/endpoint-config-name", config_name)
+    put_parameter(f"{prefix}/weights-prefix", WEIGHTS_PREFIX)
+    put_parameter(f"{prefix}/profile", "bloom-1b7")
+    put_parameter(f"{prefix}/model-bucket", BUCKET)
+    put_parameter(settings_parameter_name(prefix), settings.to_json())
+
+
+def create_model_and_config(config_name: str, model_name: str, tagged: bool = True) -> None:
+    sagemaker = shared_session().client("sagemaker")
+    tags = [{"Key": DEPLOYMENT_TAG, "Value": DEPLOYMENT}] if tagged else []
+    sagemaker.create_model(
+        ModelName=model_name,
+        ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/model-role",
+        PrimaryContainer={"Image": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/djl-inference:test"},
+        Tags=tags,
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=config_name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": model_name,
+                "InstanceType": MOTO_INSTANCE_TYPE,
+                "InitialInstanceCount": 1,
+                "InitialVariantWeight": 1.0,
+            }
+        ],
+        Tags=tags,
+    )
+
+
+def create_stable_hosting_stack(settings: ControlSettings) -> None:
+    """A completed CloudFormation stack under the hosting stack's name, for the retained-config cleanup."""
+    shared_session().client("cloudformation").create_stack(
+        StackName=settings.hosting_stack_name,
+        TemplateBody='{"Resources": {"Placeholder": {"Type": "AWS::SNS::Topic"}}}',
+    )
+
+
+def stage_weights(bucket: str = BUCKET, prefix: str = WEIGHTS_PREFIX) -> None:
+    """Put one weights file and a manifest that lists it, as a finished staging run leaves them."""
+    from weights_manifest.manifest import Manifest, ManifestFile, manifest_key, normalize_etag
+
+    s3 = shared_session().client("s3")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    content = b"tiny weights for the control plane tests"
+    etag = s3.put_object(Bucket=bucket, Key=f"{prefix}model.safetensors", Body=content)["ETag"]
+    manifest = Manifest(
+        repository="bigscience/bloom-1b7",
+        revision="main",
+        commit="0" * 40,
+        source="test",
+        created_at="2025-06-01T00:00:00+00:00",
+        files=(
+            ManifestFile(
+                path="model.safetensors",
+                size=len(content),
+                sha256=hashlib.sha256(content).hexdigest(),
+                etag=normalize_etag(etag),
+                verified_by="size-and-etag",
+            ),
+        ),
+    )
+    s3.put_object(Bucket=bucket, Key=manifest_key(prefix), Body=manifest.to_json().encode())
+
+
+def create_deployment(settings: ControlSettings, config_name: str = CONFIG_A, model_name: str = MODEL_A) -> None:
+    """Everything the control plane reads of a deployed app, in moto."""
+    create_table(settings)
+    publish_hosting_parameters(settings, config_name)
+    create_model_and_config(config_name, model_name)
+
+
+# SageMaker responses for the Stubber
+
+
+def endpoint_response(
+    status: str,
+    config: str = CONFIG_A,
+    created: datetime = MONDAY_MORNING - timedelta(minutes=30),
+    modified: datetime | None = None,
+    failure_reason: str | None = None,
+) -> dict:
+    response = {
+        "EndpointName": ENDPOINT,
+        "EndpointArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{ENDPOINT}",
+        "EndpointConfigName": config,
+        "ProductionVariants": [{"VariantName": "AllTraffic", "CurrentInstanceCount": 1}],
+        "EndpointStatus": status,
+        "CreationTime": created,
+        "LastModifiedTime": modified or created,
+    }
+    if failure_reason:
+        response["FailureReason"] = failure_reason
+    return response
+
+
+def expect_describe(stubber: Stubber, status: str | None, **kwargs) -> None:
+    """Queue one DescribeEndpoint answer; ``status=None`` means the endpoint does not exist."""
+    if status is None:
+        stubber.add_client_error(
+            "describe_endpoint",
+            service_error_code="ValidationException",
+            service_message=f"Could not find endpoint \"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{ENDPOINT}\".",
+            http_status_code=400,
+            expected_params={"EndpointName": ENDPOINT},
+        )
+        return
+    stubber.add_response("describe_endpoint", endpoint_response(status, **kwargs), {"EndpointName": ENDPOINT})
+
+
+def config_response(name: str, model: str, created: datetime) -> dict:
+    return {
+        "EndpointConfigName": name,
+        "EndpointConfigArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/{name.lower()}",
+        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": model}],
+        "CreationTime": created,
+    }
+
+
+def expect_create(stubber: Stubber, config: str) -> None:
+    stubber.add_response(
+        "describe_endpoint_config", config_response(config, MODEL_A, MONDAY_MORNING), {"EndpointConfigName": config}
+    )
+    stubber.add_response(
+        "create_endpoint",
+        {"EndpointArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{ENDPOINT}"},
+        {
+            "EndpointName": ENDPOINT,
+            "EndpointConfigName": config,
+            "Tags": [{"Key": DEPLOYMENT_TAG, "Value": DEPLOYMENT}],
+        },
+    )
+
+
+def expect_delete(stubber: Stubber) -> None:
+    stubber.add_response("delete_endpoint", {}, {"EndpointName": ENDPOINT})
+
+
+def expect_update(stubber: Stubber, config: str) -> None:
+    stubber.add_response(
+        "update_endpoint",
+        {"EndpointArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{ENDPOINT}"},
+        {"EndpointName": ENDPOINT, "EndpointConfigName": config},
+    )
