@@ -17,6 +17,7 @@ from typing import Any
 from stacks.config import ConfigError, DeploymentConfig, parse_json_context
 from stacks.invoke_api_package import bounds as invoke_bounds
 from stacks.invoke_api_package import timeouts as invoke_timeouts
+from stacks.profiles import ModelProfile
 from stacks.serving_properties import render_serving_properties
 
 PLAN_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
@@ -82,10 +83,9 @@ class ApiConfig:
         return tuple(key for plan in self.usage_plans for key in plan.keys)
 
 
-def load_api_config(config: DeploymentConfig) -> ApiConfig:
-    """Validate the API's context keys and derive its capacity from the profile and the instance count."""
-    profile = config.profile
-    bounds = invoke_bounds.bounds_for_profile(
+def profile_bounds(profile: ModelProfile) -> invoke_bounds.GenerationBounds:
+    """Return the invoke function's generation bounds for a model profile."""
+    return invoke_bounds.bounds_for_profile(
         profile=profile.name,
         max_new_tokens=profile.max_new_tokens,
         max_total_tokens=profile.max_total_tokens,
@@ -93,6 +93,11 @@ def load_api_config(config: DeploymentConfig) -> ApiConfig:
         supported_parameters=profile.supported_parameters,
         seconds_per_token=profile.seconds_per_token,
     )
+
+
+def load_api_config(config: DeploymentConfig) -> ApiConfig:
+    """Validate the API's context keys and derive its capacity from the profile and the instance count."""
+    bounds = profile_bounds(config.profile)
     slots = _generation_slots(config)
 
     # A request with the default max_new_tokens occupies a slot this long. More requests per second than the

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from invoke_api import handler
-from invoke_api.bounds import bounds_for_profile
+from stacks.api_config import profile_bounds
 from stacks.profiles import PROFILES
 
 ENDPOINT_NAME = "bloom-endpoint"
@@ -65,15 +65,7 @@ def invoke(method: str, path: str, body=None, **kwargs) -> tuple[int, dict, dict
 
 def profile_environment(profile_name: str = "bloom-176b-int8", **overrides: str) -> dict[str, str]:
     """Return the function's environment for a real profile, as the stack builds it."""
-    profile = PROFILES[profile_name]
-    bounds = bounds_for_profile(
-        profile=profile.name,
-        max_new_tokens=profile.max_new_tokens,
-        max_total_tokens=profile.max_total_tokens,
-        max_num_beams=profile.max_num_beams,
-        supported_parameters=profile.supported_parameters,
-        seconds_per_token=profile.seconds_per_token,
-    )
+    bounds = profile_bounds(PROFILES[profile_name])
     return {
         "ENDPOINT_NAME": ENDPOINT_NAME,
         "POWERTOOLS_SERVICE_NAME": "invoke-api",

@@ -9,6 +9,7 @@ from botocore.config import Config
 
 from invoke_api import timeouts
 from invoke_api.bounds import bounds_for_profile
+from stacks.api_config import profile_bounds
 from stacks.profiles import PROFILES
 from tests.invoke_fakes import (
     ENDPOINT_NAME,
@@ -41,14 +42,7 @@ def test_timeout_chain_is_ordered():
 def test_token_cap_fits_time_budget(profile_name):
     """Each profile's max_new_tokens cap generates within the read timeout at the profile's speed."""
     profile = PROFILES[profile_name]
-    bounds = bounds_for_profile(
-        profile=profile.name,
-        max_new_tokens=profile.max_new_tokens,
-        max_total_tokens=profile.max_total_tokens,
-        max_num_beams=profile.max_num_beams,
-        supported_parameters=profile.supported_parameters,
-        seconds_per_token=profile.seconds_per_token,
-    )
+    bounds = profile_bounds(profile)
 
     assert bounds.max_new_tokens * bounds.seconds_per_token <= timeouts.generation_budget_seconds()
     assert bounds.max_new_tokens <= profile.max_new_tokens

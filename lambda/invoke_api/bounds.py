@@ -118,22 +118,19 @@ def _read_text(environ: Mapping[str, str], name: str) -> str:
 
 
 def _read_int(environ: Mapping[str, str], name: str) -> int:
-    text = _read_text(environ, name)
-    try:
-        value = int(text)
-    except ValueError:
-        raise SettingsError(f"environment variable {name}={text!r} is invalid: expected a whole number") from None
-    if value < 1:
-        raise SettingsError(f"environment variable {name}={text!r} is invalid: expected at least 1")
-    return value
+    return _read_number(environ, name, int, "a whole number of at least 1", lambda value: value >= 1)
 
 
 def _read_float(environ: Mapping[str, str], name: str) -> float:
+    return _read_number(environ, name, float, "a positive number", lambda value: math.isfinite(value) and value > 0)
+
+
+def _read_number(environ: Mapping[str, str], name: str, parse, expected: str, is_valid) -> float:
     text = _read_text(environ, name)
     try:
-        value = float(text)
+        value = parse(text)
     except ValueError:
-        raise SettingsError(f"environment variable {name}={text!r} is invalid: expected a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise SettingsError(f"environment variable {name}={text!r} is invalid: expected a positive number")
+        value = None
+    if value is None or not is_valid(value):
+        raise SettingsError(f"environment variable {name}={text!r} is invalid: expected {expected}")
     return value
