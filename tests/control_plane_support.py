@@ -53,7 +53,7 @@ def make_settings(**changes) -> ControlSettings:
 
 
 class FakeClock:
-    """A clock that moves only when told to."""
+    """A clock that moves only when a test advances it."""
 
     def __init__(self, start: datetime = MONDAY_MORNING) -> None:
         self.now = start
@@ -102,8 +102,8 @@ def stubbed_sagemaker() -> tuple:
     return client, stubber
 
 
-def create_table(settings: ControlSettings) -> None:
-    shared_session().client("dynamodb").create_table(
+def create_table(settings: ControlSettings, session=None) -> None:
+    (session or shared_session()).client("dynamodb").create_table(
         TableName=settings.table_name,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
@@ -111,23 +111,24 @@ def create_table(settings: ControlSettings) -> None:
     )
 
 
-def put_parameter(name: str, value: str) -> None:
-    shared_session().client("ssm").put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
+def put_parameter(name: str, value: str, session=None) -> None:
+    ssm = (session or shared_session()).client("ssm")
+    ssm.put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
 
 
-def publish_hosting_parameters(settings: ControlSettings, config_name: str = CONFIG_A) -> None:
-    """The parameters that the hosting and storage stacks publish, and the control stack's settings."""
+def publish_hosting_parameters(settings: ControlSettings, config_name: str = CONFIG_A, session=None) -> None:
+    """Publish the parameters of the hosting and storage stacks, and the control stack's settings."""
     prefix = settings.ssm_prefix
-    put_parameter(f"{prefix}/endpoint-name", settings.endpoint_name)
-    put_parameter(f"{prefix}/endpoint-config-name", config_name)
-    put_parameter(f"{prefix}/weights-prefix", WEIGHTS_PREFIX)
-    put_parameter(f"{prefix}/profile", "bloom-1b7")
-    put_parameter(f"{prefix}/model-bucket", BUCKET)
-    put_parameter(settings_parameter_name(prefix), settings.to_json())
+    put_parameter(f"{prefix}/endpoint-name", settings.endpoint_name, session)
+    put_parameter(f"{prefix}/endpoint-config-name", config_name, session)
+    put_parameter(f"{prefix}/weights-prefix", WEIGHTS_PREFIX, session)
+    put_parameter(f"{prefix}/profile", "bloom-1b7", session)
+    put_parameter(f"{prefix}/model-bucket", BUCKET, session)
+    put_parameter(settings_parameter_name(prefix), settings.to_json(), session)
 
 
-def create_model_and_config(config_name: str, model_name: str, tagged: bool = True) -> None:
-    sagemaker = shared_session().client("sagemaker")
+def create_model_and_config(config_name: str, model_name: str, tagged: bool = True, session=None) -> None:
+    sagemaker = (session or shared_session()).client("sagemaker")
     tags = [{"Key": DEPLOYMENT_TAG, "Value": DEPLOYMENT}] if tagged else []
     sagemaker.create_model(
         ModelName=model_name,
@@ -158,11 +159,11 @@ def create_stable_hosting_stack(settings: ControlSettings) -> None:
     )
 
 
-def stage_weights(bucket: str = BUCKET, prefix: str = WEIGHTS_PREFIX) -> None:
+def stage_weights(bucket: str = BUCKET, prefix: str = WEIGHTS_PREFIX, session=None) -> None:
     """Put one weights file and a manifest that lists it, as a finished staging run leaves them."""
     from weights_manifest.manifest import Manifest, ManifestFile, manifest_key, normalize_etag
 
-    s3 = shared_session().client("s3")
+    s3 = (session or shared_session()).client("s3")
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     content = b"tiny weights for the control plane tests"
     etag = s3.put_object(Bucket=bucket, Key=f"{prefix}model.safetensors", Body=content)["ETag"]
@@ -185,11 +186,13 @@ def stage_weights(bucket: str = BUCKET, prefix: str = WEIGHTS_PREFIX) -> None:
     s3.put_object(Bucket=bucket, Key=manifest_key(prefix), Body=manifest.to_json().encode())
 
 
-def create_deployment(settings: ControlSettings, config_name: str = CONFIG_A, model_name: str = MODEL_A) -> None:
-    """Everything the control plane reads of a deployed app, in moto."""
-    create_table(settings)
-    publish_hosting_parameters(settings, config_name)
-    create_model_and_config(config_name, model_name)
+def create_deployment(
+    settings: ControlSettings, config_name: str = CONFIG_A, model_name: str = MODEL_A, session=None
+) -> None:
+    """Create everything the control plane reads of a deployed app, in moto."""
+    create_table(settings, session)
+    publish_hosting_parameters(settings, config_name, session)
+    create_model_and_config(config_name, model_name, session=session)
 
 
 # SageMaker responses for the Stubber
@@ -217,7 +220,7 @@ def endpoint_response(
 
 
 def expect_describe(stubber: Stubber, status: str | None, **kwargs) -> None:
-    """Queue one DescribeEndpoint answer; ``status=None`` means the endpoint does not exist."""
+    """Queue one DescribeEndpoint response; ``status=None`` means the endpoint does not exist."""
     if status is None:
         stubber.add_client_error(
             "describe_endpoint",

@@ -56,7 +56,7 @@ def test_admin_routes_require_iam_authorization(default_synth):
 
 
 @pytest.mark.synth
-def test_admin_function_invoked_only_by_its_routes(default_synth):
+def test_admin_function_invoked_by_routes(default_synth):
     template = default_synth.templates["ApiStack"]
     permissions = [
         value["Properties"] for value in template["Resources"].values()

@@ -192,12 +192,12 @@ def test_config_change_replaces_config_for_lifecycle(synth, instance_type):
     assert lifecycle["Properties"]["EndpointConfigName"] == {"Fn::GetAtt": [config_id, "EndpointConfigName"]}
 
 
-def test_stacks_refer_to_each_other_without_exports(default_synth):
+def test_no_cross_stack_exports(default_synth):
     for stack_id, template in default_synth.templates.items():
         assert "Fn::ImportValue" not in json.dumps(template), stack_id
 
 
-def test_control_stack_deployed_before_hosting_and_api(default_synth):
+def test_control_stack_deployed_first(default_synth):
     app = default_synth.app
 
     assert app.control in app.hosting.dependencies

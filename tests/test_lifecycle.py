@@ -1,5 +1,5 @@
 """Deploy-time lifecycle: the custom resource's Create, Update and Delete from every relevant endpoint state,
-the cleanup of retained configs, and the handler's answer to CloudFormation."""
+the cleanup of retained configs, and the handler's response to CloudFormation."""
 
 import json
 import threading
@@ -95,7 +95,7 @@ def deploy_config_b(settings, clock) -> None:
 # Deploy
 
 
-def test_deploy_while_running_moves_endpoint_and_keeps_old_config(aws, clock):
+def test_deploy_while_running(aws, clock):
     settings = make_settings(idle_stop_minutes=0)
     create_deployment(settings)
     sagemaker, stubber = stubbed_sagemaker()
@@ -119,7 +119,7 @@ def test_deploy_while_running_moves_endpoint_and_keeps_old_config(aws, clock):
     assert during.action == "wait"
 
 
-def test_old_config_deleted_once_endpoint_runs_on_new_one(aws, clock):
+def test_old_config_deleted_after_move(aws, clock):
     settings = make_settings(idle_stop_minutes=0)
     create_deployment(settings)
     create_stable_hosting_stack(settings)
@@ -137,7 +137,7 @@ def test_old_config_deleted_once_endpoint_runs_on_new_one(aws, clock):
     assert models == {MODEL_B}
 
 
-def test_deploy_while_stopped_next_start_uses_new_config(aws, clock):
+def test_deploy_while_stopped(aws, clock):
     settings = make_settings(idle_stop_minutes=0)
     create_deployment(settings)
     create_stable_hosting_stack(settings)
@@ -162,7 +162,7 @@ def test_deploy_while_stopped_next_start_uses_new_config(aws, clock):
     assert configs_after_deploy == {CONFIG_B}
 
 
-def test_config_kept_while_endpoint_moves_away_during_next_deploy(aws):
+def test_deploy_during_update_keeps_configs(aws):
     """A deploy that replaces config B with C while the endpoint is still moving from A to B keeps A and B."""
     settings = make_settings(idle_stop_minutes=0)
     create_deployment(settings, config_name=CONFIG_C)
@@ -172,7 +172,7 @@ def test_config_kept_while_endpoint_moves_away_during_next_deploy(aws):
     reconciler = make_reconciler(settings, clock, sagemaker=sagemaker)
     reconciler.start("alice")
 
-    # Still moving from A to B: no call but the describe, whatever the current config says.
+    # Still moving from A to B: no call except the describe, whatever the current config is.
     expect_describe(stubber, "Updating", config=CONFIG_A)
     moving = deploy(reconciler, request("Update", CONFIG_C, MODEL_B))
     stubber.assert_no_pending_responses()
@@ -214,7 +214,7 @@ def test_config_kept_while_endpoint_moves_away_during_next_deploy(aws):
     assert final.action == "none"
 
 
-def test_update_outcome_failure_is_recorded_and_not_retried(aws):
+def test_failed_update_not_retried(aws):
     settings = make_settings(idle_stop_minutes=0)
     create_deployment(settings, config_name=CONFIG_B)
     sagemaker, stubber = stubbed_sagemaker()
@@ -242,7 +242,7 @@ def test_update_outcome_failure_is_recorded_and_not_retried(aws):
     assert reconciler.store.get_status()["update_failed_config"] == CONFIG_B
 
 
-def test_create_after_destroy_returns_control_to_schedule(aws, clock):
+def test_create_after_destroy_resumes_schedule(aws, clock):
     settings = make_settings(idle_stop_minutes=0)
     create_deployment(settings)
     reconciler = make_reconciler(settings, clock)
@@ -257,7 +257,7 @@ def test_create_after_destroy_returns_control_to_schedule(aws, clock):
 # Destroy
 
 
-def test_destroy_while_running_deletes_endpoint_and_leftovers(aws, clock):
+def test_destroy_while_running(aws, clock):
     settings = make_settings(idle_stop_minutes=0)
     create_deployment(settings)
     reconciler = make_reconciler(settings, clock)
@@ -281,7 +281,7 @@ def test_destroy_while_running_deletes_endpoint_and_leftovers(aws, clock):
     assert desired.until is None
 
 
-def test_destroy_while_creating_waits_then_deletes(aws):
+def test_destroy_while_creating(aws):
     settings = make_settings(idle_stop_minutes=0)
     create_deployment(settings)
     sagemaker, stubber = stubbed_sagemaker()
@@ -316,7 +316,7 @@ def test_destroy_while_creating_waits_then_deletes(aws):
     assert "Deleting" in second.message
 
 
-def test_destroy_of_control_stack_keeps_hosting_resources(aws, clock):
+def test_control_stack_destroy_keeps_hosting(aws, clock):
     settings = make_settings(idle_stop_minutes=0)
     create_deployment(settings)
     reconciler = make_reconciler(settings, clock)
@@ -342,7 +342,7 @@ def test_invalid_event_names_property():
         LifecycleRequest.from_event({"RequestType": "Replace", "ResourceProperties": {}})
 
 
-# Handler: the answer to CloudFormation and the hand-over to the next invocation
+# Handler: the response to CloudFormation and the hand-over to the next invocation
 
 
 class RecordingHandler(BaseHTTPRequestHandler):
@@ -421,7 +421,7 @@ def test_handler_hands_long_delete_over(monkeypatch, response_server):
     lifecycle_handler.lambda_handler(event, FakeContext(remaining_ms=30_000))
 
     stubber.assert_no_pending_responses()
-    assert received == []  # no answer yet: the next invocation answers
+    assert received == []  # no response yet: the next invocation sends it
 
 
 def test_handler_answers_failed_on_error(monkeypatch, response_server):

@@ -146,7 +146,7 @@ def test_two_stops_make_one_delete(aws):
     assert second.endpoint_status == "Deleting"
 
 
-def test_create_race_with_existing_endpoint_is_no_op(aws):
+def test_create_race_is_no_op(aws):
     settings = make_settings()
     create_deployment(settings)
     sagemaker, stubber = stubbed_sagemaker()
@@ -201,7 +201,7 @@ def test_expired_lease_is_taken_over(aws, clock):
     assert result.action == CREATE
 
 
-def test_stop_written_during_run_is_carried_out_by_same_run(aws, clock):
+def test_stop_during_run_carried_out(aws, clock):
     settings = make_settings(idle_stop_minutes=0)
     create_deployment(settings)
     reconciler = None
@@ -312,7 +312,7 @@ def test_failed_endpoint_cleaned_up_and_reported(aws):
     assert report["start_blocked"] is True
 
 
-def test_missing_weights_block_start_with_staging_command(aws):
+def test_missing_weights_block_start(aws):
     settings = make_settings()
     create_deployment(settings)
     shared_session().client("s3").create_bucket(
@@ -429,7 +429,7 @@ def test_forgotten_manual_start_stops_itself(aws, clock):
     assert "expired" in result.desired.reason
 
 
-def test_missed_schedule_event_heals_on_periodic_run(aws):
+def test_missed_schedule_event_heals(aws):
     settings = make_settings(idle_stop_minutes=0, schedule_windows=OFFICE_HOURS, schedule_timezone="Europe/Berlin")
     create_deployment(settings)
     clock = FakeClock(datetime(2025, 6, 2, 5, 0, tzinfo=timezone.utc))  # Monday 07:00 Berlin
@@ -458,7 +458,7 @@ def test_early_schedule_event_uses_scheduled_time(aws):
     assert result.desired.state == ON
 
 
-def test_manual_start_longer_than_maximum_is_rejected(aws):
+def test_start_beyond_maximum_rejected(aws):
     from control_plane.desired import RequestError
 
     settings = make_settings(manual_start_max_hours=4)
@@ -472,7 +472,7 @@ def test_manual_start_longer_than_maximum_is_rejected(aws):
 # Notifications and usage
 
 
-def test_ready_notification_published_to_topic(aws, clock):
+def test_ready_notification_published(aws, clock):
     session = shared_session()
     sns = session.client("sns")
     sqs = session.client("sqs")
@@ -496,7 +496,7 @@ def test_ready_notification_published_to_topic(aws, clock):
     assert bodies[0]["MessageAttributes"]["kind"]["Value"] == READY
 
 
-def test_usage_counts_billed_time_across_month_end():
+def test_usage_across_month_end():
     start = datetime(2025, 5, 31, 23, 0, tzinfo=timezone.utc)
 
     usage = accumulate(None, start, 2)

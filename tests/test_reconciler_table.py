@@ -1,7 +1,7 @@
 """Table-driven reconciler test: start, stop and reconcile from every SageMaker endpoint state.
 
-SageMaker is a botocore Stubber with the exact expected parameters of every call; any other SageMaker call
-fails the test, and ``assert_no_pending_responses`` fails it if an expected call was not made. The rest
+SageMaker is a botocore Stubber with the exact expected parameters of every call. Any other SageMaker call
+fails the test, and ``assert_no_pending_responses`` fails it when an expected call was not made. The rest
 (DynamoDB, SSM, CloudWatch, CloudFormation) is moto.
 """
 
@@ -103,7 +103,7 @@ def test_new_config_moves_running_endpoint(aws, state):
     assert result.endpoint_status == "Updating"
 
 
-def test_stop_during_creating_deletes_after_creating(aws):
+def test_stop_during_creating_carried_out(aws):
     settings = make_settings(idle_stop_minutes=0)
     create_deployment(settings)
     sagemaker, stubber = stubbed_sagemaker()
@@ -139,7 +139,7 @@ def test_stop_during_creating_deletes_after_creating(aws):
     assert fourth.endpoint_status == "absent"
 
 
-def test_stop_during_creating_deletes_after_failed(aws):
+def test_stop_during_creating_then_failed(aws):
     settings = make_settings(idle_stop_minutes=0)
     create_deployment(settings)
     sagemaker, stubber = stubbed_sagemaker()

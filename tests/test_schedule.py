@@ -84,7 +84,7 @@ def test_cron_expressions_of_windows():
 # Evaluation across daylight-saving changes
 
 
-def test_window_follows_wall_clock_across_spring_change():
+def test_window_across_spring_change():
     schedule = berlin_office_hours()
 
     # Friday 28 March 2025 is CET (UTC+1): 08:00 local is 07:00 UTC.
@@ -195,6 +195,28 @@ def test_expired_request_without_schedule_is_off():
     assert "expired" in after.reason
 
 
+def test_next_change_names_schedule_window():
+    schedule = berlin_office_hours()
+    outside = from_schedule(schedule, utc(2025, 6, 2, 5, 0))  # Monday 07:00 CEST
+
+    when, state, cause = next_change(outside, schedule)
+
+    assert when == utc(2025, 6, 2, 6, 0)
+    assert state == ON
+    assert cause == "schedule window office-hours starts"
+
+
+def test_next_change_of_manual_stop():
+    schedule = berlin_office_hours()
+    stop = DesiredState(OFF, "manual", "alice", utc(2025, 6, 2, 8, 0), utc(2025, 6, 3, 6, 0), "lunch")
+
+    when, state, cause = next_change(stop, schedule)
+
+    assert when == utc(2025, 6, 3, 6, 0)
+    assert state == ON
+    assert cause == "the manual stop expires"
+
+
 def test_next_change_of_manual_start_inside_window():
     schedule = berlin_office_hours()
     start = utc(2025, 6, 2, 7, 0)  # Monday 09:00 CEST
@@ -217,7 +239,7 @@ def _schedules(result):
 
 
 @pytest.mark.synth
-def test_no_schedules_configured_creates_only_periodic(default_synth):
+def test_no_schedules_only_periodic(default_synth):
     template, schedules = _schedules(default_synth)
 
     assert len(schedules) == 1

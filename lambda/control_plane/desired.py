@@ -133,7 +133,10 @@ def stop_request(
 def next_change(desired: DesiredState, schedule: Schedule | None) -> tuple[datetime, str, str] | None:
     """Return (when, new state, cause) of the next change of the desired state, or None if none is planned."""
     at = desired.until
-    cause = f"the {desired.source} request expires"
+    if desired.source == SOURCE_SCHEDULE and schedule is not None and at is not None:
+        cause = _schedule_edge(schedule, at)
+    else:
+        cause = f"the {desired.source} {'start' if desired.state == ON else 'stop'} expires"
     for _ in range(32):
         if at is None:
             return None
@@ -148,6 +151,14 @@ def next_change(desired: DesiredState, schedule: Schedule | None) -> tuple[datet
         edge = "starts" if change.on else "ends"
         cause = f"schedule window {change.window.name} {edge}"
     return None
+
+
+def _schedule_edge(schedule: Schedule, at: datetime) -> str:
+    starting = schedule.window_at(at)
+    if starting is not None:
+        return f"schedule window {starting.name} starts"
+    ending = schedule.window_at(at - timedelta(seconds=1))
+    return f"schedule window {ending.name} ends" if ending else "the schedule changes"
 
 
 def _hours(duration: timedelta) -> str:
