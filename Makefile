@@ -7,7 +7,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
 OUT := cdk.out
 
-.PHONY: setup synth test lint clean
+.PHONY: setup synth test lint clean local
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,6 +31,10 @@ synth: setup
 
 test: setup
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+## Run the API on this machine on the tiny BLOOM, without AWS or network. Options in LOCAL_ARGS, e.g. "--port 0".
+local: $(VENV)/.installed
+	$(VENV)/bin/bloomctl local serve $(LOCAL_ARGS)
 
 clean:
 	rm -rf $(OUT) $(VENV) node_modules .pytest_cache

@@ -9,7 +9,7 @@ import importlib
 import sys
 
 # Command modules, in the order they appear in --help.
-COMMAND_MODULES = ("control", "weights", "invoke", "cost")
+COMMAND_MODULES = ("control", "weights", "invoke", "local", "cost")
 
 
 def build_parser() -> argparse.ArgumentParser:
