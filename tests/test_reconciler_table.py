@@ -103,26 +103,27 @@ def test_new_config_moves_running_endpoint(aws, state):
     assert result.endpoint_status == "Updating"
 
 
-def test_stop_during_creating_carried_out(aws):
+@pytest.mark.parametrize("state", ["Creating", "Updating", "SystemUpdating", "RollingBack"])
+def test_stop_during_creating_carried_out(aws, state):
     settings = make_settings(idle_stop_minutes=0)
     create_deployment(settings)
     sagemaker, stubber = stubbed_sagemaker()
     clock = FakeClock()
     reconciler = make_reconciler(settings, clock, sagemaker=sagemaker)
 
-    # The stop arrives while the endpoint is Creating: nothing can be called yet.
-    expect_describe(stubber, "Creating")
+    # The stop arrives while the endpoint is in a transitional state: nothing can be called yet.
+    expect_describe(stubber, state)
     reconciler.stop("tester")
     first = reconciler.run(Trigger(REQUEST))
     stubber.assert_no_pending_responses()
 
-    # Twenty minutes later, still Creating: the stop is still pending, not dropped.
+    # Twenty minutes later, still in that state: the stop is still pending, not dropped.
     clock.advance(minutes=20)
-    expect_describe(stubber, "Creating")
+    expect_describe(stubber, state)
     second = reconciler.run(Trigger(PERIODIC))
     stubber.assert_no_pending_responses()
 
-    # The endpoint reaches InService: the next run (the state-change event) deletes it.
+    # The endpoint leaves that state: the next run (the state-change event) deletes it.
     clock.advance(minutes=2)
     expect_describe(stubber, "InService")
     expect_delete(stubber)
