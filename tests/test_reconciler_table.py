@@ -181,3 +181,19 @@ def test_delete_rejected_as_in_progress_waits(aws):
     stubber.assert_no_pending_responses()
     assert result.action == WAIT
     assert reconciler.current_desired().state == OFF
+
+
+@pytest.mark.parametrize("command", ["start", "stop"])
+def test_unknown_state_makes_no_call(aws, command):
+    settings = make_settings(idle_stop_minutes=0)
+    create_deployment(settings)
+    sagemaker, stubber = stubbed_sagemaker()
+    reconciler = make_reconciler(settings, FakeClock(), sagemaker=sagemaker)
+
+    expect_describe(stubber, "Hibernating")
+    getattr(reconciler, command)("tester")
+    result = reconciler.run(Trigger(REQUEST))
+
+    stubber.assert_no_pending_responses()
+    assert result.action == WAIT
+    assert "unknown state Hibernating" in result.message

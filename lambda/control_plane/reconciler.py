@@ -34,6 +34,7 @@ from control_plane.desired import (
 )
 from control_plane.endpoint import (
     ABSENT,
+    ALL_STATES,
     TRANSITIONAL_STATES,
     EndpointView,
     describe_endpoint,
@@ -146,6 +147,8 @@ def decide(
         return Plan(CREATE, f"Creating the endpoint with config {current_config}.", current_config)
 
     state = endpoint.status
+    if state not in ALL_STATES:
+        return Plan(WAIT, f"The endpoint is in the unknown state {state}; no action taken.")
     if state in TRANSITIONAL_STATES:
         if want == OFF:
             return Plan(WAIT, f"The stop waits until the endpoint leaves {state}; it is carried out then.")
@@ -159,22 +162,18 @@ def decide(
     if state in ("Failed", "OutOfService"):
         return Plan(DELETE, f"Deleting the {state} endpoint, so that it can be created again.")
 
-    if state in ("InService", "UpdateRollbackFailed"):
-        if current_config and endpoint.config_name != current_config:
-            if status.get("update_failed_config") == current_config:
-                return Plan(
-                    NOTHING,
-                    f"The endpoint stays on {endpoint.config_name}: the update to {current_config} failed. "
-                    "Stop and start the endpoint, or deploy a corrected config.",
-                )
+    # InService or UpdateRollbackFailed: both serve traffic. A rejected UpdateEndpoint is recorded, not retried.
+    if current_config and endpoint.config_name != current_config:
+        if status.get("update_failed_config") == current_config:
             return Plan(
-                UPDATE, f"Moving the endpoint from {endpoint.config_name} to {current_config}.", current_config
+                NOTHING,
+                f"The endpoint stays on {endpoint.config_name}: the update to {current_config} failed. "
+                "Stop and start the endpoint, or deploy a corrected config.",
             )
-        if state == "UpdateRollbackFailed":
-            return Plan(NOTHING, "The endpoint serves a mix of configs after a failed update; stop and start it.")
-        return Plan(NOTHING, "The endpoint is running.")
-
-    return Plan(WAIT, f"The endpoint is in the unknown state {state}; no action taken.")
+        return Plan(UPDATE, f"Moving the endpoint from {endpoint.config_name} to {current_config}.", current_config)
+    if state == "UpdateRollbackFailed":
+        return Plan(NOTHING, "The endpoint serves a mix of configs after a failed update; stop and start it.")
+    return Plan(NOTHING, "The endpoint is running.")
 
 
 class Reconciler:
