@@ -292,7 +292,8 @@ class ControlPlane(Construct):
                 ),
             )
             schedule.add_resource_dependency(group)
-            schedule.node.add_dependency(role)
+            # A schedule can fire as soon as it exists, so the role's permission must exist first.
+            schedule.node.add_dependency(role.node.find_child("DefaultPolicy"))
             return schedule
 
         add(
