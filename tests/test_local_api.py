@@ -210,7 +210,7 @@ def test_body_above_function_limit_gets_413(stack):
     assert str(limit) in response.json()["message"]
 
 
-def test_body_above_gateway_limit_gets_413_before_it_is_sent(stack):
+def test_body_above_gateway_limit_gets_413(stack):
     address = urlsplit(stack.url)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=TIMEOUT_SECONDS)
     try:

@@ -34,7 +34,7 @@ def bloomctl_command() -> list[str]:
 
 
 def offline_environment(**extra: str) -> dict[str, str]:
-    """The test's environment without AWS settings, with the Hugging Face libraries told to stay offline."""
+    """Return the test's environment without AWS settings and with the Hugging Face libraries in offline mode."""
     environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
     environment.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1", **extra)
     return environment
@@ -189,7 +189,7 @@ def readme_local_mode_blocks() -> list[str]:
     return re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
 
 
-def test_readme_local_mode_command_works_offline_with_fresh_cache(servers, tmp_path):
+def test_readme_local_mode_works_offline(servers, tmp_path):
     serve_block, call_block = readme_local_mode_blocks()[:2]
     serve_command = serve_block.split("#", 1)[0].strip()
     if subprocess.run(["make", "-q", ".venv/.installed"], cwd=REPO_ROOT, capture_output=True).returncode != 0:

@@ -216,17 +216,19 @@ def test_proxy_event_has_rest_payload_fields():
     assert context["identity"]["sourceIp"] == "127.0.0.1"
 
 
-def test_proxy_event_body_none_when_empty_and_base64_when_not_utf8():
-    key = ApiKey(name="team", plan="default", value="secret")
+def test_proxy_event_empty_body_is_none():
+    event = build_proxy_event(incoming(body=b""), ApiKey(name="team", plan="default", value="secret"))
 
-    empty = build_proxy_event(incoming(body=b""), key)
-    binary = build_proxy_event(incoming(body=b"\xff\xfe"), key)
+    assert event["body"] is None
+    assert event["isBase64Encoded"] is False
+    assert event["queryStringParameters"] is None
 
-    assert empty["body"] is None
-    assert empty["isBase64Encoded"] is False
-    assert empty["queryStringParameters"] is None
-    assert binary["isBase64Encoded"] is True
-    assert base64.b64decode(binary["body"]) == b"\xff\xfe"
+
+def test_proxy_event_binary_body_is_base64():
+    event = build_proxy_event(incoming(body=b"\xff\xfe"), ApiKey(name="team", plan="default", value="secret"))
+
+    assert event["isBase64Encoded"] is True
+    assert base64.b64decode(event["body"]) == b"\xff\xfe"
 
 
 def test_proxy_response_merges_header_forms():
@@ -278,7 +280,7 @@ def write_cdk_json(tmp_path: Path, context: dict) -> Path:
     return path
 
 
-def test_local_config_reads_usage_plans_and_ignores_hosting_keys(tmp_path):
+def test_local_config_ignores_hosting_keys(tmp_path):
     cdk_json = write_cdk_json(
         tmp_path,
         {
