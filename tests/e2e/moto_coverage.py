@@ -8,7 +8,7 @@ the stack. The deploy cycle prints ``coverage_report`` when a deploy fails.
 import re
 from dataclasses import dataclass
 
-from moto.cloudformation.parsing import NULL_MODELS, get_model_map
+from moto.cloudformation.parsing import get_model_map
 
 # Resource types of the app (profile bloom-1b7, cdk.json defaults) that moto 5.2.1 does not create, and what
 # the deploy cycle therefore does not prove. docs/deploy-cycle.md has the same list.
@@ -43,14 +43,16 @@ class Reference:
 
 
 def skipped_resources(template: dict) -> dict[str, str]:
-    """Return the logical id and type of every resource that moto leaves out of the stack."""
+    """Return the logical id and type of every resource that moto leaves out of the stack.
+
+    moto creates ``Custom::*`` resources by invoking their function. It leaves out every type without a model,
+    including those that it ignores on purpose, such as AWS::CloudFormation::WaitConditionHandle.
+    """
     modelled = get_model_map()
     return {
         logical_id: resource["Type"]
         for logical_id, resource in template.get("Resources", {}).items()
-        if resource["Type"] not in modelled
-        and resource["Type"] not in NULL_MODELS
-        and not resource["Type"].startswith("Custom::")
+        if resource["Type"] not in modelled and not resource["Type"].startswith("Custom::")
     }
 
 

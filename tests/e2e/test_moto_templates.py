@@ -3,7 +3,7 @@
 import copy
 
 from tests.e2e.moto_coverage import coverage_report, references_to_skipped, skipped_resources
-from tests.e2e.moto_templates import MOTO_INSTANCE_TYPE, PLACEHOLDER_PREFIX, adapt_template
+from tests.e2e.moto_templates import MOTO_INSTANCE_TYPE, NO_OP_TYPE, PLACEHOLDER_PREFIX, adapt_template
 
 TEMPLATE = {
     "Resources": {
@@ -50,6 +50,7 @@ TEMPLATE = {
     "Outputs": {
         "ProjectName": {"Value": {"Ref": "Project"}},
         "FunctionName": {"Value": {"Ref": "Function"}},
+        "UploadedFiles": {"Value": {"Fn::GetAtt": ["Upload", "DestinationBucketArn"]}},
     },
 }
 
@@ -86,11 +87,15 @@ def test_instance_type_replaced():
     assert f"EndpointConfig: InstanceType ml.g5.xlarge -> {MOTO_INSTANCE_TYPE}" in changes
 
 
-def test_custom_resource_waits_for_log_groups():
-    template, _ = adapted()
+def test_custom_resource_replaced_with_no_op():
+    template, changes = adapted()
+    upload = template["Resources"]["Upload"]
 
-    assert template["Resources"]["Upload"]["DependsOn"] == ["Function", "FunctionLogGroup"]
-    assert "DependsOn" not in template["Resources"]["Function"]
+    assert upload["Type"] == NO_OP_TYPE
+    assert "Properties" not in upload
+    assert upload["DependsOn"] == "Function"
+    assert template["Outputs"]["UploadedFiles"]["Value"] == PLACEHOLDER_PREFIX + "Upload"
+    assert f"Upload: Custom::CDKBucketDeployment -> {NO_OP_TYPE}" in changes
 
 
 def test_references_to_skipped_replaced():
@@ -111,5 +116,5 @@ def test_references_to_modelled_resources_kept():
     template, _ = adapted()
 
     assert template["Outputs"]["FunctionName"]["Value"] == {"Ref": "Function"}
-    assert template["Resources"]["Upload"]["Properties"]["ServiceToken"] == {"Fn::GetAtt": ["Function", "Arn"]}
+    assert template["Resources"]["FunctionLogGroup"] == TEMPLATE["Resources"]["FunctionLogGroup"]
     assert template["Resources"]["Project"] == TEMPLATE["Resources"]["Project"]
