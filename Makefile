@@ -7,7 +7,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
 OUT := cdk.out
 
-.PHONY: setup synth test lint clean local
+.PHONY: setup synth test lint clean local bench bench-handler bench-import bench-synth bench-local
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -35,6 +35,21 @@ test: setup
 ## Run the API on this machine on the tiny BLOOM, without AWS or network. Options in LOCAL_ARGS, e.g. "--port 0".
 local: $(VENV)/.installed
 	$(VENV)/bin/bloomctl local serve $(LOCAL_ARGS)
+
+## Benchmarks (not tests): each prints its figures with the machine and the command. Options in BENCH_ARGS.
+bench: bench-handler bench-import bench-synth bench-local
+
+bench-handler: setup
+	$(PYTHON) -m benchmarks.handler_overhead $(BENCH_ARGS)
+
+bench-import: setup
+	$(PYTHON) -m benchmarks.cold_import $(BENCH_ARGS)
+
+bench-synth: setup
+	$(PYTHON) -m benchmarks.synth $(BENCH_ARGS)
+
+bench-local: setup
+	$(PYTHON) -m benchmarks.local_throughput $(BENCH_ARGS)
 
 clean:
 	rm -rf $(OUT) $(VENV) node_modules .pytest_cache
