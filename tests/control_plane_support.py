@@ -10,7 +10,9 @@ import hashlib
 from datetime import datetime, timedelta, timezone
 
 import boto3
+import pytest
 from botocore.stub import Stubber
+from moto import mock_aws
 
 from control_plane.clients import AwsClients
 from control_plane.reconciler import Reconciler
@@ -71,6 +73,21 @@ def moto_sagemaker_follows(clock: FakeClock, monkeypatch) -> None:
     monkeypatch.setattr("moto.sagemaker.models.utcnow", lambda: clock().astimezone(timezone.utc).replace(tzinfo=None))
 
 
+@pytest.fixture
+def aws():
+    """moto for every AWS service, for the length of one test."""
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Monday 10:00 in Berlin; moto's SageMaker stamps its times from this clock too."""
+    fake = FakeClock()
+    moto_sagemaker_follows(fake, monkeypatch)
+    return fake
+
+
 def weights_ok(*_args) -> WeightsCheck:
     return WeightsCheck(True, "weights complete (test)")
 
@@ -100,6 +117,19 @@ def stubbed_sagemaker() -> tuple:
     stubber = Stubber(client)
     stubber.activate()
     return client, stubber
+
+
+def stubbed_reconciler(clock: FakeClock | None = None, config_name: str = CONFIG_A, **setting_changes):
+    """Return a reconciler whose SageMaker is a Stubber, and the Stubber; the rest of AWS is moto.
+
+    Only the control table and the hosting stack's parameters are created, because SageMaker is stubbed.
+    The idle stop is off unless the test turns it on.
+    """
+    settings = make_settings(**{"idle_stop_minutes": 0, **setting_changes})
+    create_table(settings)
+    publish_hosting_parameters(settings, config_name)
+    sagemaker, stubber = stubbed_sagemaker()
+    return make_reconciler(settings, clock or FakeClock(), sagemaker=sagemaker), stubber
 
 
 def create_table(settings: ControlSettings, session=None) -> None:
@@ -255,6 +285,14 @@ def expect_create(stubber: Stubber, config: str) -> None:
             "Tags": [{"Key": DEPLOYMENT_TAG, "Value": DEPLOYMENT}],
         },
     )
+
+
+def expect_create_error(stubber: Stubber, config: str, code: str, message: str) -> None:
+    """Queue a CreateEndpoint that SageMaker rejects, after the config check that precedes it."""
+    stubber.add_response(
+        "describe_endpoint_config", config_response(config, MODEL_A, MONDAY_MORNING), {"EndpointConfigName": config}
+    )
+    stubber.add_client_error("create_endpoint", service_error_code=code, service_message=message, http_status_code=400)
 
 
 def expect_delete(stubber: Stubber) -> None:

@@ -32,10 +32,9 @@ from tests.control_plane_support import (
     FakeClock,
     create_deployment,
     expect_describe,
-    make_reconciler,
     make_settings,
     stage_weights,
-    stubbed_sagemaker,
+    stubbed_reconciler,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -95,11 +94,8 @@ def test_progress_line_past_estimate():
 
 def test_wait_for_start_shows_progress(monkeypatch):
     with mock_aws():
-        settings = make_settings(idle_stop_minutes=0)
-        create_deployment(settings)
-        sagemaker, stubber = stubbed_sagemaker()
         clock = FakeClock()
-        reconciler = make_reconciler(settings, clock, sagemaker=sagemaker)
+        reconciler, stubber = stubbed_reconciler(clock)
         reconciler.start("alice")
         created = clock()
         # Each round: the reconciler's describe, then the wait loop's own.

@@ -4,18 +4,18 @@ import json
 
 import pytest
 from botocore.stub import ANY, Stubber
-from moto import mock_aws
 
 from control_plane import admin_handler
 from control_plane.desired import OFF, ON
 from tests.control_plane_support import (
-    FakeClock,
+    aws,  # noqa: F401 - fixture
+    clock,  # noqa: F401 - fixture
     create_deployment,
     make_reconciler,
     make_settings,
-    moto_sagemaker_follows,
     shared_session,
 )
+from tests.invoke_fakes import LambdaContext, proxy_event
 
 ADMIN_ROUTES = {("admin/start", "POST"), ("admin/stop", "POST"), ("admin/state", "GET")}
 CALLER = "arn:aws:iam::123456789012:user/operator"
@@ -86,52 +86,31 @@ def test_admin_integration_timeouts_ordered(default_synth):
 # Handler
 
 
-class FakeContext:
-    function_name = "bloom-control-admin"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:bloom-control-admin"
-    aws_request_id = "invocation-1"
+ADMIN_CONTEXT = LambdaContext(
+    function_name="bloom-control-admin",
+    invoked_function_arn="arn:aws:lambda:eu-west-1:123456789012:function:bloom-control-admin",
+)
 
 
 def api_event(method: str, path: str, body: dict | str | None = None) -> dict:
-    return {
-        "resource": path,
-        "path": path,
-        "httpMethod": method,
-        "headers": {"content-type": "application/json"},
-        "multiValueHeaders": {},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": path,
-            "httpMethod": method,
-            "path": f"/v1{path}",
-            "stage": "v1",
-            "requestId": "request-1",
-            "identity": {"userArn": CALLER, "caller": "AIDAEXAMPLE", "sourceIp": "127.0.0.1"},
-        },
-        "body": body if isinstance(body, str) or body is None else json.dumps(body),
-        "isBase64Encoded": False,
-    }
+    """Build an IAM-authorized proxy event: API Gateway puts the signer's ARN in the identity."""
+    event = proxy_event(method, path, body if isinstance(body, str) or body is None else json.dumps(body))
+    event["requestContext"]["identity"] = {"userArn": CALLER, "caller": "AIDAEXAMPLE", "sourceIp": "127.0.0.1"}
+    return event
 
 
 @pytest.fixture
-def admin(monkeypatch):
+def admin(aws, clock, monkeypatch):
     """The admin handler on moto, with a stubbed Lambda client that expects the reconciler's async invoke."""
-    with mock_aws():
-        settings = make_settings()
-        create_deployment(settings)
-        clock = FakeClock()
-        moto_sagemaker_follows(clock, monkeypatch)
-        lambda_client = shared_session().client("lambda")
-        stubber = Stubber(lambda_client)
-        stubber.activate()
-        reconciler = make_reconciler(settings, clock)
-        reconciler.clients.lambda_ = lambda_client
-        monkeypatch.setattr(admin_handler, "reconciler", reconciler)
-        yield reconciler, stubber
+    settings = make_settings()
+    create_deployment(settings)
+    lambda_client = shared_session().client("lambda")
+    stubber = Stubber(lambda_client)
+    stubber.activate()
+    reconciler = make_reconciler(settings, clock)
+    reconciler.clients.lambda_ = lambda_client
+    monkeypatch.setattr(admin_handler, "reconciler", reconciler)
+    return reconciler, stubber
 
 
 def expect_reconciler_invoke(stubber: Stubber) -> None:
@@ -147,7 +126,7 @@ def test_start_records_iam_caller(admin):
     expect_reconciler_invoke(stubber)
 
     response = admin_handler.lambda_handler(api_event("POST", "/admin/start", {"hours": 2, "reason": "demo"}),
-                                            FakeContext())
+                                            ADMIN_CONTEXT)
 
     stubber.assert_no_pending_responses()
     body = json.loads(response["body"])
@@ -162,7 +141,7 @@ def test_stop_records_iam_caller(admin):
     reconciler, stubber = admin
     expect_reconciler_invoke(stubber)
 
-    response = admin_handler.lambda_handler(api_event("POST", "/admin/stop"), FakeContext())
+    response = admin_handler.lambda_handler(api_event("POST", "/admin/stop"), ADMIN_CONTEXT)
 
     stubber.assert_no_pending_responses()
     assert response["statusCode"] == 202
@@ -171,7 +150,7 @@ def test_stop_records_iam_caller(admin):
 
 
 def test_state_returns_report(admin):
-    response = admin_handler.lambda_handler(api_event("GET", "/admin/state"), FakeContext())
+    response = admin_handler.lambda_handler(api_event("GET", "/admin/state"), ADMIN_CONTEXT)
 
     body = json.loads(response["body"])
     assert response["statusCode"] == 200
@@ -191,7 +170,7 @@ def test_state_returns_report(admin):
 def test_invalid_start_rejected(admin, body, fragment):
     reconciler, stubber = admin
 
-    response = admin_handler.lambda_handler(api_event("POST", "/admin/start", body), FakeContext())
+    response = admin_handler.lambda_handler(api_event("POST", "/admin/start", body), ADMIN_CONTEXT)
 
     stubber.assert_no_pending_responses()
     assert response["statusCode"] == 400

@@ -9,6 +9,7 @@ from control_plane import reconcile_handler
 from control_plane.reconciler import CREATE, ENDPOINT_EVENT, PERIODIC, REQUEST, SCHEDULE
 from control_plane.settings import ENVIRONMENT_VARIABLE, ControlSettings, SettingsError
 from tests.control_plane_support import create_deployment, make_settings, stage_weights
+from tests.invoke_fakes import LambdaContext
 
 SCHEDULER_EVENT = {
     "trigger": "schedule",
@@ -23,11 +24,10 @@ SAGEMAKER_EVENT = {
 }
 
 
-class FakeContext:
-    function_name = "bloom-reconciler"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:bloom-reconciler"
-    aws_request_id = "invocation-1"
+RECONCILER_CONTEXT = LambdaContext(
+    function_name="bloom-reconciler",
+    invoked_function_arn="arn:aws:lambda:eu-west-1:123456789012:function:bloom-reconciler",
+)
 
 
 def test_schedule_event_carries_scheduled_time():
@@ -71,7 +71,7 @@ def test_handler_runs_reconciler_from_environment(monkeypatch):
         monkeypatch.setattr(reconcile_handler, "reconciler", None)
         reconcile_handler.build_reconciler().start("tester")
 
-        result = reconcile_handler.lambda_handler({"trigger": "request"}, FakeContext())
+        result = reconcile_handler.lambda_handler({"trigger": "request"}, RECONCILER_CONTEXT)
 
     assert result["action"] == CREATE
     assert result["desired"]["requested_by"] == "tester"

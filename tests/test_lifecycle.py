@@ -3,12 +3,12 @@ the cleanup of retained configs, and the handler's response to CloudFormation.""
 
 import json
 import threading
+from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from botocore.stub import Stubber
-from moto import mock_aws
 
 from control_plane import lifecycle_handler
 from control_plane.desired import OFF, SOURCE_CLOUDFORMATION
@@ -26,6 +26,8 @@ from tests.control_plane_support import (
     MONDAY_MORNING,
     REGION,
     FakeClock,
+    aws,  # noqa: F401 - fixture
+    clock,  # noqa: F401 - fixture
     config_response,
     create_deployment,
     create_model_and_config,
@@ -35,26 +37,13 @@ from tests.control_plane_support import (
     expect_update,
     make_reconciler,
     make_settings,
-    moto_sagemaker_follows,
     put_parameter,
     shared_session,
-    stubbed_sagemaker,
+    stubbed_reconciler,
 )
+from tests.invoke_fakes import LambdaContext
 
 STACK_ID = "arn:aws:cloudformation:eu-west-1:123456789012:stack/bloom-hosting/1"
-
-
-@pytest.fixture
-def aws():
-    with mock_aws():
-        yield
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    fake = FakeClock()
-    moto_sagemaker_follows(fake, monkeypatch)
-    return fake
 
 
 def hosting_event(request_type: str, config: str, model: str) -> dict:
@@ -96,10 +85,7 @@ def deploy_config_b(settings, clock) -> None:
 
 
 def test_deploy_while_running(aws, clock):
-    settings = make_settings(idle_stop_minutes=0)
-    create_deployment(settings)
-    sagemaker, stubber = stubbed_sagemaker()
-    reconciler = make_reconciler(settings, clock, sagemaker=sagemaker)
+    reconciler, stubber = stubbed_reconciler(clock)
     reconciler.start("alice")
 
     # Update event with the new config: the running endpoint is moved, nothing is deleted.
@@ -164,12 +150,9 @@ def test_deploy_while_stopped(aws, clock):
 
 def test_deploy_during_update_keeps_configs(aws):
     """A deploy that replaces config B with C while the endpoint is still moving from A to B keeps A and B."""
-    settings = make_settings(idle_stop_minutes=0)
-    create_deployment(settings, config_name=CONFIG_C)
-    create_stable_hosting_stack(settings)
-    sagemaker, stubber = stubbed_sagemaker()
     clock = FakeClock()
-    reconciler = make_reconciler(settings, clock, sagemaker=sagemaker)
+    reconciler, stubber = stubbed_reconciler(clock, config_name=CONFIG_C)
+    create_stable_hosting_stack(reconciler.settings)
     reconciler.start("alice")
 
     # Still moving from A to B: no call except the describe, whatever the current config is.
@@ -215,11 +198,8 @@ def test_deploy_during_update_keeps_configs(aws):
 
 
 def test_failed_update_not_retried(aws):
-    settings = make_settings(idle_stop_minutes=0)
-    create_deployment(settings, config_name=CONFIG_B)
-    sagemaker, stubber = stubbed_sagemaker()
     clock = FakeClock()
-    reconciler = make_reconciler(settings, clock, sagemaker=sagemaker)
+    reconciler, stubber = stubbed_reconciler(clock, config_name=CONFIG_B)
     reconciler.start("alice")
 
     expect_describe(stubber, "InService", config=CONFIG_A)
@@ -282,11 +262,8 @@ def test_destroy_while_running(aws, clock):
 
 
 def test_destroy_while_creating(aws):
-    settings = make_settings(idle_stop_minutes=0)
-    create_deployment(settings)
-    sagemaker, stubber = stubbed_sagemaker()
     clock = FakeClock()
-    reconciler = make_reconciler(settings, clock, sagemaker=sagemaker)
+    reconciler, stubber = stubbed_reconciler(clock)
     delete = request("Delete", CONFIG_A, MODEL_A)
 
     # Creating: DeleteEndpoint would be rejected, so the step only waits.
@@ -390,14 +367,11 @@ def test_physical_id_is_fixed_on_create():
     assert body["PhysicalResourceId"] == "bloom-endpoint-hosting-lifecycle"
 
 
-class FakeContext:
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:bloom-endpoint-lifecycle"
-    function_name = "bloom-endpoint-lifecycle"
-    memory_limit_in_mb = 256
-    aws_request_id = "invocation-1"
-
-    def __init__(self, remaining_ms: int) -> None:
-        self.remaining_ms = remaining_ms
+@dataclass
+class FakeContext(LambdaContext):
+    function_name: str = "bloom-endpoint-lifecycle"
+    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:bloom-endpoint-lifecycle"
+    remaining_ms: int = 900_000
 
     def get_remaining_time_in_millis(self) -> int:
         return self.remaining_ms

@@ -7,7 +7,6 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from moto import mock_aws
 
 from control_plane.desired import OFF, ON, SOURCE_IDLE
 from control_plane.notify import FAILED as FAILED_NOTICE
@@ -32,37 +31,23 @@ from weights_manifest.check import check_weights
 from tests.control_plane_support import (
     CONFIG_A,
     ENDPOINT,
-    MODEL_A,
     REGION,
     FakeClock,
-    config_response,
+    aws,  # noqa: F401 - fixture
+    clock,  # noqa: F401 - fixture
     create_deployment,
     expect_create,
+    expect_create_error,
     expect_delete,
     expect_describe,
     make_reconciler,
     make_settings,
-    moto_sagemaker_follows,
     shared_session,
     stage_weights,
-    stubbed_sagemaker,
+    stubbed_reconciler,
 )
 
 OFFICE_HOURS = [{"name": "office-hours", "days": "MON-FRI", "start": "08:00", "stop": "18:00"}]
-
-
-@pytest.fixture
-def aws():
-    with mock_aws():
-        yield
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    """Monday 10:00 in Berlin; moto's SageMaker stamps its times from this clock too."""
-    fake = FakeClock()
-    moto_sagemaker_follows(fake, monkeypatch)
-    return fake
 
 
 def count_calls(client, operation: str) -> list:
@@ -126,10 +111,7 @@ def test_concurrent_starts_make_one_create(aws, clock):
 
 
 def test_two_stops_make_one_delete(aws):
-    settings = make_settings(idle_stop_minutes=0)
-    create_deployment(settings)
-    sagemaker, stubber = stubbed_sagemaker()
-    reconciler = make_reconciler(settings, FakeClock(), sagemaker=sagemaker)
+    reconciler, stubber = stubbed_reconciler()
 
     expect_describe(stubber, "InService")
     expect_delete(stubber)
@@ -147,22 +129,14 @@ def test_two_stops_make_one_delete(aws):
 
 
 def test_create_race_is_no_op(aws):
-    settings = make_settings()
-    create_deployment(settings)
-    sagemaker, stubber = stubbed_sagemaker()
-    reconciler = make_reconciler(settings, FakeClock(), sagemaker=sagemaker)
+    reconciler, stubber = stubbed_reconciler()
 
     expect_describe(stubber, None)
-    stubber.add_response(
-        "describe_endpoint_config",
-        config_response(CONFIG_A, MODEL_A, datetime(2025, 1, 1, tzinfo=timezone.utc)),
-        {"EndpointConfigName": CONFIG_A},
-    )
-    stubber.add_client_error(
-        "create_endpoint",
-        service_error_code="ValidationException",
-        service_message=f"Cannot create already existing endpoint \"arn:aws:sagemaker:eu-west-1:1:endpoint/{ENDPOINT}\".",
-        http_status_code=400,
+    expect_create_error(
+        stubber,
+        CONFIG_A,
+        "ValidationException",
+        f"Cannot create already existing endpoint \"arn:aws:sagemaker:eu-west-1:1:endpoint/{ENDPOINT}\".",
     )
     reconciler.start("alice")
     result = reconciler.run(Trigger(REQUEST))
@@ -173,11 +147,8 @@ def test_create_race_is_no_op(aws):
 
 
 def test_lease_held_elsewhere_makes_no_call(aws):
-    settings = make_settings()
-    create_deployment(settings)
-    sagemaker, stubber = stubbed_sagemaker()
     clock = FakeClock()
-    reconciler = make_reconciler(settings, clock, sagemaker=sagemaker)
+    reconciler, stubber = stubbed_reconciler(clock)
     assert reconciler.store.acquire_lease("someone-else", clock(), 180)
 
     reconciler.start("alice")
@@ -227,23 +198,15 @@ def test_stop_during_run_carried_out(aws, clock):
 
 
 def test_create_error_recorded_notified_not_retried(aws):
-    settings = make_settings(idle_stop_minutes=0)
-    create_deployment(settings)
-    sagemaker, stubber = stubbed_sagemaker()
     clock = FakeClock()
-    reconciler = make_reconciler(settings, clock, sagemaker=sagemaker)
+    reconciler, stubber = stubbed_reconciler(clock)
 
     expect_describe(stubber, None)
-    stubber.add_response(
-        "describe_endpoint_config",
-        config_response(CONFIG_A, MODEL_A, datetime(2025, 1, 1, tzinfo=timezone.utc)),
-        {"EndpointConfigName": CONFIG_A},
-    )
-    stubber.add_client_error(
-        "create_endpoint",
-        service_error_code="ResourceLimitExceeded",
-        service_message="The account-level service limit 'ml.g5.xlarge for endpoint usage' is 0 Instances.",
-        http_status_code=400,
+    expect_create_error(
+        stubber,
+        CONFIG_A,
+        "ResourceLimitExceeded",
+        "The account-level service limit 'ml.g5.xlarge for endpoint usage' is 0 Instances.",
     )
     reconciler.start("alice")
     failed = reconciler.run(Trigger(REQUEST))
@@ -274,11 +237,8 @@ def test_create_error_recorded_notified_not_retried(aws):
 
 
 def test_failed_endpoint_cleaned_up_and_reported(aws):
-    settings = make_settings(idle_stop_minutes=0)
-    create_deployment(settings)
-    sagemaker, stubber = stubbed_sagemaker()
     clock = FakeClock()
-    reconciler = make_reconciler(settings, clock, sagemaker=sagemaker)
+    reconciler, stubber = stubbed_reconciler(clock)
 
     expect_describe(stubber, None)
     expect_create(stubber, CONFIG_A)

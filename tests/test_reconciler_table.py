@@ -6,7 +6,6 @@ fails the test, and ``assert_no_pending_responses`` fails it when an expected ca
 """
 
 import pytest
-from moto import mock_aws
 
 from control_plane.desired import OFF, ON
 from control_plane.reconciler import CREATE, DELETE, NOTHING, PERIODIC, REQUEST, UPDATE, WAIT, Trigger
@@ -14,15 +13,12 @@ from tests.control_plane_support import (
     CONFIG_A,
     CONFIG_B,
     FakeClock,
-    create_table,
+    aws,  # noqa: F401 - fixture
     expect_create,
     expect_delete,
     expect_describe,
     expect_update,
-    make_reconciler,
-    make_settings,
-    publish_hosting_parameters,
-    stubbed_sagemaker,
+    stubbed_reconciler,
 )
 
 ALWAYS_ON = [{"name": "always", "days": "*", "start": "00:00", "stop": "23:59"}]
@@ -45,18 +41,6 @@ COMMANDS = ("start", "stop", "reconcile-on", "reconcile-off")
 CASES = [(state, command, actions[index]) for state, actions in TABLE.items() for index, command in enumerate(COMMANDS)]
 
 
-@pytest.fixture
-def aws():
-    with mock_aws():
-        yield
-
-
-def create_deployment(settings, config_name=CONFIG_A):
-    """The control table and the hosting stack's parameters; SageMaker itself is stubbed."""
-    create_table(settings)
-    publish_hosting_parameters(settings, config_name)
-
-
 def _expect_action(stubber, action: str) -> None:
     if action == CREATE:
         expect_create(stubber, CONFIG_A)
@@ -67,10 +51,7 @@ def _expect_action(stubber, action: str) -> None:
 @pytest.mark.parametrize(("state", "command", "action"), CASES, ids=[f"{s or 'absent'}-{c}" for s, c, _ in CASES])
 def test_state_table(aws, state, command, action):
     windows = ALWAYS_ON if command == "reconcile-on" else []
-    settings = make_settings(schedule_windows=windows, idle_stop_minutes=0)
-    create_deployment(settings)
-    sagemaker, stubber = stubbed_sagemaker()
-    reconciler = make_reconciler(settings, FakeClock(), sagemaker=sagemaker)
+    reconciler, stubber = stubbed_reconciler(schedule_windows=windows)
 
     expect_describe(stubber, state)
     _expect_action(stubber, action)
@@ -88,10 +69,7 @@ def test_state_table(aws, state, command, action):
 
 @pytest.mark.parametrize("state", ["InService", "UpdateRollbackFailed"])
 def test_new_config_moves_running_endpoint(aws, state):
-    settings = make_settings(idle_stop_minutes=0)
-    create_deployment(settings, config_name=CONFIG_B)
-    sagemaker, stubber = stubbed_sagemaker()
-    reconciler = make_reconciler(settings, FakeClock(), sagemaker=sagemaker)
+    reconciler, stubber = stubbed_reconciler(config_name=CONFIG_B)
 
     expect_describe(stubber, state, config=CONFIG_A)
     expect_update(stubber, CONFIG_B)
@@ -105,11 +83,8 @@ def test_new_config_moves_running_endpoint(aws, state):
 
 @pytest.mark.parametrize("state", ["Creating", "Updating", "SystemUpdating", "RollingBack"])
 def test_stop_during_creating_carried_out(aws, state):
-    settings = make_settings(idle_stop_minutes=0)
-    create_deployment(settings)
-    sagemaker, stubber = stubbed_sagemaker()
     clock = FakeClock()
-    reconciler = make_reconciler(settings, clock, sagemaker=sagemaker)
+    reconciler, stubber = stubbed_reconciler(clock)
 
     # The stop arrives while the endpoint is in a transitional state: nothing can be called yet.
     expect_describe(stubber, state)
@@ -141,11 +116,8 @@ def test_stop_during_creating_carried_out(aws, state):
 
 
 def test_stop_during_creating_then_failed(aws):
-    settings = make_settings(idle_stop_minutes=0)
-    create_deployment(settings)
-    sagemaker, stubber = stubbed_sagemaker()
     clock = FakeClock()
-    reconciler = make_reconciler(settings, clock, sagemaker=sagemaker)
+    reconciler, stubber = stubbed_reconciler(clock)
 
     expect_describe(stubber, "Creating")
     reconciler.stop("tester")
@@ -161,10 +133,7 @@ def test_stop_during_creating_then_failed(aws):
 
 
 def test_delete_rejected_as_in_progress_waits(aws):
-    settings = make_settings(idle_stop_minutes=0)
-    create_deployment(settings)
-    sagemaker, stubber = stubbed_sagemaker()
-    reconciler = make_reconciler(settings, FakeClock(), sagemaker=sagemaker)
+    reconciler, stubber = stubbed_reconciler()
 
     # The endpoint starts an update between the describe and the delete.
     expect_describe(stubber, "InService")
@@ -185,10 +154,7 @@ def test_delete_rejected_as_in_progress_waits(aws):
 
 @pytest.mark.parametrize("command", ["start", "stop"])
 def test_unknown_state_makes_no_call(aws, command):
-    settings = make_settings(idle_stop_minutes=0)
-    create_deployment(settings)
-    sagemaker, stubber = stubbed_sagemaker()
-    reconciler = make_reconciler(settings, FakeClock(), sagemaker=sagemaker)
+    reconciler, stubber = stubbed_reconciler()
 
     expect_describe(stubber, "Hibernating")
     getattr(reconciler, command)("tester")
