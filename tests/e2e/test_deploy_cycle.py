@@ -229,7 +229,8 @@ def test_deploy_cycle_leaves_no_endpoint(tmp_path):
     with RefusingProxy() as proxy:
         moto = start_moto_server(tmp_path / "moto_server.log")
         try:
-            cycle = Cycle(moto, proxy, MotoClients(moto.url), CdkCli(moto.url, moto.port, REGION, proxy.url, tmp_path), tmp_path)
+            cdk = CdkCli(moto.url, moto.port, REGION, proxy.url, tmp_path)
+            cycle = Cycle(moto, proxy, MotoClients(moto.url), cdk, tmp_path)
             cycle.account = cycle.aws.sts.get_caller_identity()["Account"]
 
             started = time.monotonic()
