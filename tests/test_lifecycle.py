@@ -13,7 +13,7 @@ from botocore.stub import Stubber
 from control_plane import lifecycle_handler
 from control_plane.desired import OFF, SOURCE_CLOUDFORMATION
 from control_plane.lifecycle import LifecycleError, LifecycleRequest, deploy, destroy_step
-from control_plane.reconciler import PERIODIC, UPDATE, Trigger
+from control_plane.reconciler import PERIODIC, Trigger
 from control_plane.settings import DEPLOYMENT_TAG
 from tests.control_plane_support import (
     CONFIG_A,
@@ -84,25 +84,65 @@ def deploy_config_b(settings, clock) -> None:
 # Deploy
 
 
-def test_deploy_while_running(aws, clock):
+@pytest.mark.parametrize(
+    ("running", "deployed", "model"),
+    [(CONFIG_A, CONFIG_B, MODEL_B), (CONFIG_B, CONFIG_A, MODEL_A)],
+    ids=["deploy", "rollback"],
+)
+def test_deploy_while_running(aws, clock, running, deployed, model):
+    """A deploy (or its rollback) moves the running endpoint and responds once the move has finished.
+
+    In a rollback, CloudFormation deletes the config of the failed deploy right after the response, so the
+    response must wait until the endpoint no longer runs on that config.
+    """
     reconciler, stubber = stubbed_reconciler(clock)
     reconciler.start("alice")
+    update = request("Update", deployed, model)
 
-    # Update event with the new config: the running endpoint is moved, nothing is deleted.
-    expect_describe(stubber, "InService", config=CONFIG_A)
-    expect_update(stubber, CONFIG_B)
-    outcome = deploy(reconciler, request("Update"))
+    # The running endpoint is moved, nothing is deleted, and the resource does not respond yet.
+    expect_describe(stubber, "InService", config=running)
+    expect_update(stubber, deployed)
+    started = deploy(reconciler, update)
     stubber.assert_no_pending_responses()
 
-    # While the endpoint is Updating, a periodic run deletes nothing: the old config is still in use.
+    # While the endpoint is Updating, neither a periodic run nor the resource deletes anything.
     clock.advance(minutes=5)
-    expect_describe(stubber, "Updating", config=CONFIG_A, modified=clock())
+    expect_describe(stubber, "Updating", config=running, modified=clock())
     during = reconciler.run(Trigger(PERIODIC))
+    expect_describe(stubber, "Updating", config=running, modified=clock())
+    waiting = deploy(reconciler, update)
+    stubber.assert_no_pending_responses()
+
+    # On the deployed config: the resource responds.
+    clock.advance(minutes=15)
+    expect_describe(stubber, "InService", config=deployed, modified=clock())
+    finished = deploy(reconciler, update)
+    stubber.assert_no_pending_responses()
+
+    assert (started.done, waiting.done, finished.done) == (False, False, True)
+    assert f"Waiting for the endpoint to move to {deployed}" in started.message
+    assert during.action == "wait"
+    assert finished.failed is False
+    assert finished.data == {"EndpointStatus": "InService", "Action": "none"}
+
+
+def test_failed_update_fails_deploy(aws, clock):
+    reconciler, stubber = stubbed_reconciler(clock)
+    reconciler.start("alice")
+    update = request("Update")
+
+    expect_describe(stubber, "InService", config=CONFIG_A)
+    expect_update(stubber, CONFIG_B)
+    deploy(reconciler, update)
+    clock.advance(minutes=30)
+    expect_describe(stubber, "InService", config=CONFIG_A, modified=clock(), failure_reason="health check failed")
+    outcome = deploy(reconciler, update)
     stubber.assert_no_pending_responses()
 
     assert outcome.done is True
-    assert outcome.data == {"EndpointStatus": "Updating", "Action": UPDATE}
-    assert during.action == "wait"
+    assert outcome.failed is True
+    assert "could not be moved to EndpointConfig-bbbb: update to EndpointConfig-bbbb failed" in outcome.message
+    assert "health check failed" in outcome.message
 
 
 def test_old_config_deleted_after_move(aws, clock):
@@ -398,7 +438,21 @@ def test_handler_hands_long_delete_over(monkeypatch, response_server):
     assert received == []  # no response yet: the next invocation sends it
 
 
-def test_handler_answers_failed_on_error(monkeypatch, response_server):
+def test_handler_sends_failed_outcome(monkeypatch, response_server):
+    url, received = response_server
+    event = {**hosting_event("Update", CONFIG_B, MODEL_B), "ResponseURL": url}
+    monkeypatch.setattr(lifecycle_handler, "build_reconciler", lambda: object())
+    monkeypatch.setattr(
+        lifecycle_handler, "deploy", lambda *_args: lifecycle_handler.LifecycleOutcome(True, "rolled back", failed=True)
+    )
+
+    lifecycle_handler.lambda_handler(event, FakeContext())
+
+    assert received[0][1]["Status"] == "FAILED"
+    assert received[0][1]["Reason"] == "rolled back"
+
+
+def test_handler_fails_on_error(monkeypatch, response_server):
     url, received = response_server
     event = {**hosting_event("Update", CONFIG_A, MODEL_A), "ResponseURL": url}
 

@@ -17,9 +17,13 @@ Placement and ordering:
 Create and Update run the reconciler with the new config name. A running endpoint is moved to the new
 config (UpdateEndpoint). The old config stays, because the hosting stack retains it on replacement, and the
 reconciler deletes it only once the endpoint is InService on the new one. A stopped endpoint is left
-alone, and the next start reads the new config. The resource does not wait for the update: a blue/green
-update of a large model takes as long as a start, and a failed update leaves the endpoint on its old
-config (recorded and notified), which is no reason to roll back the deploy.
+alone, and the next start reads the new config.
+
+When the resource has started an UpdateEndpoint, it responds only once SageMaker has finished it, for two
+reasons. A failed update fails the deploy, so CloudFormation rolls back to the config that works instead of
+leaving a broken one as the config of the next start. And in a rollback, CloudFormation deletes the new
+config only after the endpoint has moved back off it. A blue/green update of a large model takes about as
+long as a start, so such a deploy takes that long too.
 """
 
 import logging
@@ -77,6 +81,8 @@ class LifecycleOutcome:
     done: bool
     message: str
     data: dict = field(default_factory=dict)
+    # The event failed: CloudFormation gets FAILED with the message.
+    failed: bool = False
 
 
 def deploy(reconciler: Reconciler, request: LifecycleRequest) -> LifecycleOutcome:
@@ -91,14 +97,18 @@ def deploy(reconciler: Reconciler, request: LifecycleRequest) -> LifecycleOutcom
         now = reconciler.clock()
         reconciler.store.put_request(from_schedule(reconciler.settings.schedule, now))
 
-    result = reconciler.run(Trigger(DEPLOY), current_config=request.endpoint_config_name)
+    target = request.endpoint_config_name
+    result = reconciler.run(Trigger(DEPLOY), current_config=target)
     if result.action == BUSY:
         return LifecycleOutcome(False, result.message)
-    return LifecycleOutcome(
-        True,
-        result.message,
-        {"EndpointStatus": result.endpoint_status, "Action": result.action},
-    )
+
+    status = reconciler.store.get_status()
+    if status.get("update_failed_config") == target:
+        failure = (status.get("failure") or {}).get("reason", "SageMaker rolled the endpoint back")
+        return LifecycleOutcome(True, f"The endpoint could not be moved to {target}: {failure}", failed=True)
+    if (status.get("update") or {}).get("target") == target:
+        return LifecycleOutcome(False, f"Waiting for the endpoint to move to {target}: {result.message}")
+    return LifecycleOutcome(True, result.message, {"EndpointStatus": result.endpoint_status, "Action": result.action})
 
 
 def destroy_step(reconciler: Reconciler, request: LifecycleRequest) -> LifecycleOutcome:

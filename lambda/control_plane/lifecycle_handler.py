@@ -4,7 +4,7 @@ A plain Lambda-backed custom resource: the function sends its response to CloudF
 of the result to the pre-signed ``ResponseURL``. A Delete can wait longer than one invocation may run (an endpoint can sit
 in Creating for 20 minutes and more), so the function polls until shortly before its own timeout and then
 invokes itself asynchronously with the same event. CloudFormation waits up to the resource's service
-timeout (one hour) for the answer.
+timeout (one hour) for the response. An Update that moves a running endpoint waits the same way.
 """
 
 import json
@@ -47,7 +47,7 @@ def lambda_handler(event: dict, context) -> None:
     if outcome is None:
         hand_over(event, context, started_at)
         return
-    send_response(event, "SUCCESS", outcome.message[:1000], outcome.data)
+    send_response(event, "FAILED" if outcome.failed else "SUCCESS", outcome.message[:1000], outcome.data)
 
 
 def run_until_done_or_handover(request: LifecycleRequest, context, started_at: str) -> LifecycleOutcome | None:
