@@ -18,6 +18,7 @@ from aws_cdk.region_info import FactName
 from constructs import Construct
 
 from stacks.config import DeploymentConfig
+from stacks.nag import acknowledge
 from stacks.profiles import DLC_REPOSITORY
 from stacks.serving_properties import (
     HANDLER_FILE,
@@ -33,6 +34,10 @@ DEPLOYMENT_TAG = "bloom:deployment"
 # cfn-lint W3011 asks for DeletionPolicy Retain next to UpdateReplacePolicy Retain. Here only replacement keeps
 # the old resource; deleting the stack deletes it, after the control plane has removed the endpoint.
 KEEP_ON_REPLACE_ONLY = {"config": {"ignore_checks": ["W3011"]}}
+KEEP_ON_REPLACE_ONLY_REASON = (
+    "Only replacement keeps the old resource, until the control plane has moved the endpoint off it; stack "
+    "deletion deletes it after the endpoint is gone."
+)
 
 
 class ModelHosting(Construct):
@@ -134,7 +139,7 @@ class ModelHosting(Construct):
             if path.is_file() and path.name not in ("serving.properties", "README.md"):
                 sources.append(s3_deployment.Source.data(path.name, path.read_text()))
 
-        return s3_deployment.BucketDeployment(
+        deployment = s3_deployment.BucketDeployment(
             self,
             "ArtifactsDeployment",
             destination_bucket=self.bucket,
@@ -144,6 +149,26 @@ class ModelHosting(Construct):
             retain_on_delete=True,
             memory_limit=256,
         )
+        self._create_upload_log_group_first(deployment)
+        return deployment
+
+    @staticmethod
+    def _create_upload_log_group_first(deployment: s3_deployment.BucketDeployment) -> None:
+        """Make the upload run after the log group of BucketDeployment's shared function exists.
+
+        aws-cdk-lib creates that log group next to the function but does not order the upload after it. If
+        the function ran first, Lambda would create the group itself and CloudFormation's create would fail
+        with "already exists".
+        """
+        stack = Stack.of(deployment)
+        for child in stack.node.children:
+            if child.node.id.startswith("Custom::CDKBucketDeployment"):
+                log_group = child.node.try_find_child("LogGroup")
+                if log_group is None:
+                    continue
+                for part in deployment.node.children:
+                    if part.node.id.startswith("CustomResource"):
+                        part.node.add_dependency(log_group)
 
     def _create_model(self) -> sagemaker.CfnModel:
         config = self.config
@@ -170,6 +195,7 @@ class ModelHosting(Construct):
         # the control plane deletes it once no endpoint config refers to it.
         model.cfn_options.update_replace_policy = CfnDeletionPolicy.RETAIN
         model.add_metadata("cfn-lint", KEEP_ON_REPLACE_ONLY)
+        acknowledge(model, "CloudFormation-Validate::W3011", KEEP_ON_REPLACE_ONLY_REASON)
         return model
 
     def _create_endpoint_config(self) -> sagemaker.CfnEndpointConfig:
@@ -196,4 +222,5 @@ class ModelHosting(Construct):
         # it fails the update ("Could not find endpoint configuration"). The control plane deletes it later.
         endpoint_config.cfn_options.update_replace_policy = CfnDeletionPolicy.RETAIN
         endpoint_config.add_metadata("cfn-lint", KEEP_ON_REPLACE_ONLY)
+        acknowledge(endpoint_config, "CloudFormation-Validate::W3011", KEEP_ON_REPLACE_ONLY_REASON)
         return endpoint_config

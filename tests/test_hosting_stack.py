@@ -201,3 +201,12 @@ def test_project_handler_uploaded_with_serving_properties(synth, profile):
     (deployment,) = resources_of_type(template, "Custom::CDKBucketDeployment")
 
     assert len(deployment["Properties"]["SourceObjectKeys"]) == 2
+
+
+def test_upload_waits_for_its_log_group(default_synth):
+    """Otherwise Lambda could create the log group first and CloudFormation's create would fail."""
+    template = default_synth.templates["HostingStack"]
+    (deployment,) = resources_of_type(template, "Custom::CDKBucketDeployment")
+    dependencies = deployment.get("DependsOn", [])
+
+    assert any(template["Resources"][name]["Type"] == "AWS::Logs::LogGroup" for name in dependencies)
