@@ -12,7 +12,8 @@ Two model services run behind the server, one after the other:
 
 The handler adds a roughly fixed time per request, so the ratio falls as generation takes longer: it is a
 figure of the tiny model, and BLOOM-176B's 0.1 s per token brings it close to 1. The two paths alternate
-request by request, so that drift of the machine affects both alike. Torch runs the tiny model on one thread by
+request by request, so that drift of the machine affects both alike, and the ratio that meets the target or not
+is the median over those back-to-back pairs. Torch runs the tiny model on one thread by
 default, because two threads on a busy 2-core machine made its timing vary tenfold, far more than the handler's
 share.
 
@@ -22,6 +23,7 @@ Run: ``make bench-handler`` or ``.venv/bin/python -m benchmarks.handler_overhead
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -53,6 +55,8 @@ class Comparison:
     service: str
     bare: LatencySummary
     handler: LatencySummary
+    # Median of handler / bare over the pairs of requests that ran back to back, so that both saw the same load.
+    paired_ratio: float
     cut_short: bool
 
     @property
@@ -84,7 +88,10 @@ def measure(service_name: str, requests: int, warmup: int, max_new_tokens: int, 
     finally:
         server.stop()
 
-    return Comparison(service_name, LatencySummary.of(bare_ms), LatencySummary.of(handler_ms), cut_short)
+    paired_ratio = statistics.median(handler / bare for bare, handler in zip(bare_ms, handler_ms))
+    return Comparison(
+        service_name, LatencySummary.of(bare_ms), LatencySummary.of(handler_ms), paired_ratio, cut_short
+    )
 
 
 # Runs one request and returns the milliseconds of the call alone, without building the request or checking
@@ -156,7 +163,7 @@ def report(comparisons: list[Comparison], max_new_tokens: int) -> None:
         print(f"invoke handler:            {comparison.handler.row()}")
         print(
             f"added by the handler: p50 {comparison.added_p50_ms:+.2f} ms, p99 {comparison.added_p99_ms:+.2f} ms; "
-            f"ratio of p50s {comparison.ratio:.3f}"
+            f"ratio of p50s {comparison.ratio:.3f}, median ratio of back-to-back pairs {comparison.paired_ratio:.3f}"
         )
         if comparison.cut_short:
             print("(the time budget ended the series before its request count)")
@@ -164,9 +171,10 @@ def report(comparisons: list[Comparison], max_new_tokens: int) -> None:
 
     by_service = {comparison.service: comparison for comparison in comparisons}
     if "tiny" in by_service:
-        ratio = by_service["tiny"].ratio
+        ratio = by_service["tiny"].paired_ratio
         print(
-            f"target: ratio at most {TARGET_RATIO} with the tiny model: {ratio:.3f}, {verdict(ratio <= TARGET_RATIO)}"
+            f"target: ratio at most {TARGET_RATIO} with the tiny model (median of pairs): {ratio:.3f}, "
+            f"{verdict(ratio <= TARGET_RATIO)}"
         )
     if "fake" in by_service:
         added = by_service["fake"].added_p50_ms
@@ -186,7 +194,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--services", default="fake,tiny", help="model services to run, comma-separated: fake, tiny (default: both)"
     )
     parser.add_argument("--fake-requests", type=int, default=1000, help="timed requests per path, fake service")
-    parser.add_argument("--tiny-requests", type=int, default=100, help="timed requests per path, tiny model")
+    parser.add_argument("--tiny-requests", type=int, default=200, help="timed requests per path, tiny model")
     parser.add_argument("--warmup", type=int, default=20, help="untimed requests per path before each series")
     parser.add_argument(
         "--max-new-tokens", type=int, help="tokens that each request asks for (default: the API's default, 64)"
