@@ -41,6 +41,8 @@ class DeploymentConfig:
     # Key prefix of the weights in the model bucket, with a trailing slash.
     weights_prefix: str
     keep_weights_on_destroy: bool
+    # Adopt the bucket that an earlier deployment kept on destroy instead of creating it.
+    use_existing_bucket: bool
     # Context keys that other parts of the app read; kept raw here and validated by their owners.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -181,6 +183,7 @@ def load_config(get: ContextGetter) -> DeploymentConfig:
         ),
         weights_prefix=_parse_weights_prefix(value("weightsPrefix"), profile),
         keep_weights_on_destroy=_parse_bool("keepWeightsOnDestroy", value("keepWeightsOnDestroy", True)),
+        use_existing_bucket=_parse_bool("useExistingBucket", value("useExistingBucket", False)),
         extra={key: get(key) for key in EXTRA_KEYS if get(key) is not None},
     )
 

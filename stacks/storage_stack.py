@@ -18,6 +18,7 @@ class StorageStack(Stack):
             "ModelStorage",
             bucket_name=model_bucket_name(config),
             keep_on_destroy=config.keep_weights_on_destroy,
+            use_existing=config.use_existing_bucket,
         )
         self.bucket = self.storage.bucket
 

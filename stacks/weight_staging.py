@@ -193,7 +193,7 @@ class WeightStaging(Construct):
     def _acknowledge_findings(self) -> None:
         """Acknowledge the cdk-nag findings on the job's role and project, each with the reason it is safe."""
         project_id = _logical_id(self.project.node.default_child)
-        bucket_id = _logical_id(self.bucket.node.default_child)
+        bucket_arn = self._bucket_arn_as_reported()
         reasons = {
             "AwsSolutions::AwsSolutions-IAM5[Action::s3:GetBucket*]": "Granted by the CodeBuild S3 source on the "
             "CDK asset bucket and the job's source zip only, so that CodeBuild can download the job's code.",
@@ -207,7 +207,7 @@ class WeightStaging(Construct):
             "AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:codebuild:<AWS::Region>:"
             f"<AWS::AccountId>:report-group/<{project_id}>-*]": "aws-cdk-lib grants every project its own test "
             "report groups, named after the project; this job creates none.",
-            f"AwsSolutions::AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{self.config.weights_prefix}*]": "The job "
+            f"AwsSolutions::AwsSolutions-IAM5[Resource::{bucket_arn}/{self.config.weights_prefix}*]": "The job "
             "writes every file of the checkpoint under the weights prefix, and only there.",
         }
         for rule_id, reason in reasons.items():
@@ -219,6 +219,14 @@ class WeightStaging(Construct):
             "The project has no build artifacts and no cache, which are what a CodeBuild KMS key encrypts; the "
             "job writes only to the model bucket, encrypted with SSE-S3, and to its log group.",
         )
+
+    def _bucket_arn_as_reported(self) -> str:
+        """Return the bucket ARN as cdk-nag prints it: a GetAtt of the bucket, or the adopted bucket's name."""
+        bucket = self.bucket.node.default_child
+        if isinstance(bucket, CfnElement):
+            return f"<{_logical_id(bucket)}.Arn>"
+        name = self.config.bucket_name_pattern.format(account="<AWS::AccountId>", region="<AWS::Region>")
+        return f"arn:<AWS::Partition>:s3:::{name}"
 
 
 def _logical_id(element) -> str:

@@ -56,3 +56,38 @@ def test_bucket_name_published_for_other_stacks(default_synth):
 
     template.has_resource_properties("AWS::SSM::Parameter", {"Name": "/bloom/model-bucket"})
     template.has_output("WeightsLocation", Match.any_value())
+
+
+def test_tls_policy_kept_with_kept_bucket(default_synth):
+    template = default_synth.templates["StorageStack"]
+    bucket_id = next(
+        logical_id
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::S3::Bucket" and "LoggingConfiguration" in resource["Properties"]
+    )
+    (policy,) = [
+        resource
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::S3::BucketPolicy" and resource["Properties"]["Bucket"] == {"Ref": bucket_id}
+    ]
+
+    assert policy["DeletionPolicy"] == "Retain"
+
+
+def test_bucket_not_kept_is_emptied_on_destroy(synth):
+    template = Template.from_json(synth(keepWeightsOnDestroy="false").templates["StorageStack"])
+
+    template.resource_count_is("Custom::S3AutoDeleteObjects", 2)
+
+
+def test_existing_bucket_adopted_with_tls_policy(synth):
+    """A bucket kept by an earlier destroy blocks a new create of the same name, so it is adopted."""
+    template = synth(useExistingBucket="true").templates["StorageStack"]
+    resource_types = [resource["Type"] for resource in template["Resources"].values()]
+    (policy,) = [resource for resource in template["Resources"].values() if resource["Type"] == "AWS::S3::BucketPolicy"]
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+
+    assert "AWS::S3::Bucket" not in resource_types
+    assert statement["Effect"] == "Deny"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert "bloom-models-" in str(policy["Properties"]["Bucket"])
