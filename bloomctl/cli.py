@@ -8,6 +8,8 @@ import argparse
 import importlib
 import sys
 
+from bloomctl.context import CdkJsonError
+
 # Command modules, in the order they appear in --help.
 COMMAND_MODULES = ("control", "weights", "invoke", "local", "cost")
 
@@ -35,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CdkJsonError as error:
+        print(f"bloomctl: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

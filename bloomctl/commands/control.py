@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from bloomctl.context import name_prefix
+
 LAMBDA_CODE_DIR = Path(__file__).resolve().parents[2] / "lambda"
 if LAMBDA_CODE_DIR.is_dir() and str(LAMBDA_CODE_DIR) not in sys.path:
     sys.path.append(str(LAMBDA_CODE_DIR))
@@ -151,7 +153,7 @@ def _fail(message: str, code: int) -> int:
 
 def connect(args: argparse.Namespace) -> Reconciler:
     """Build a reconciler from the control stack's settings parameter."""
-    prefix = args.prefix or _prefix_from_cdk_json() or "bloom"
+    prefix = name_prefix(args)
     session = boto3.Session(region_name=args.region)
     parameter = settings_parameter_name(f"/{prefix}")
     try:
@@ -171,16 +173,6 @@ def connect(args: argparse.Namespace) -> Reconciler:
     except SettingsError as error:
         raise CommandError(str(error)) from None
     return Reconciler(settings, AwsClients(session), lease_wait_seconds=30)
-
-
-def _prefix_from_cdk_json() -> str | None:
-    path = Path("cdk.json")
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text()).get("context", {}).get("namePrefix")
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def caller_identity(session: boto3.Session) -> str:

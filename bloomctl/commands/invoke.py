@@ -11,10 +11,11 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
+
+from bloomctl.context import name_prefix
 
 API_URL_OUTPUT = "ApiUrl"
 API_KEY_IDS_OUTPUT = "ApiKeyIds"
@@ -90,19 +91,6 @@ def build_request(args: argparse.Namespace) -> dict:
     if args.stop:
         gen_kwargs["stop"] = args.stop
     return {"input": prompt, "gen_kwargs": gen_kwargs}
-
-
-def name_prefix(args: argparse.Namespace) -> str:
-    """Return --prefix, else namePrefix from cdk.json in the working directory, else "bloom"."""
-    if args.prefix:
-        return args.prefix
-    path = Path("cdk.json")
-    if path.is_file():
-        try:
-            return json.loads(path.read_text()).get("context", {}).get("namePrefix") or "bloom"
-        except (OSError, json.JSONDecodeError):
-            pass
-    return "bloom"
 
 
 def stack_outputs(session: boto3.Session, stack_name: str) -> dict[str, str]:

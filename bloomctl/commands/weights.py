@@ -6,7 +6,6 @@
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from bloomctl.context import read_context
 from stacks.config import ConfigError, DeploymentConfig, load_config
 from stacks.weight_staging_settings import StagingSettings, load_staging_settings
 from weights_manifest.check import check_weights
@@ -33,10 +33,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Profiles above this size are staged in the cloud unless --allow-large is given: a local run moves every
 # byte through this machine twice (download and upload).
 LOCAL_MAX_WEIGHTS_GB = 20
-CDK_JSON_NAME = "cdk.json"
 # updated_at of the job's progress record.
 RECORD_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class CommandError(Exception):
@@ -164,7 +162,7 @@ def make_clients(args: argparse.Namespace) -> AwsClients:
 
 def resolve_target(args: argparse.Namespace, clients: AwsClients) -> Target:
     """Read cdk.json (from the working directory, else the repository), apply --prefix and --profile."""
-    context = _read_context()
+    context = read_context()
     if getattr(args, "prefix", None):
         context["namePrefix"] = args.prefix
     if args.profile:
@@ -177,14 +175,6 @@ def resolve_target(args: argparse.Namespace, clients: AwsClients) -> Target:
         raise CommandError(str(error)) from None
     bucket = config.bucket_name_pattern.format(account=clients.account, region=clients.region)
     return Target(config, settings, bucket)
-
-
-def _read_context() -> dict[str, Any]:
-    for folder in (Path.cwd(), REPO_ROOT):
-        path = folder / CDK_JSON_NAME
-        if path.is_file():
-            return dict(json.loads(path.read_text()).get("context", {}))
-    return {}
 
 
 def _reject_large_local_run(target: Target, allowed: bool, option: str) -> None:

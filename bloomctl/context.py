@@ -1,0 +1,50 @@
+"""The deployment's cdk.json context, read the way ``cdk synth`` reads it, for every bloomctl command.
+
+bloomctl finds a deployment's resources by the names that the configuration derives (stack names, SSM
+parameter paths, the bucket name), so it reads the same context values: from ``cdk.json`` in the working
+directory, else from the repository's own ``cdk.json``.
+"""
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CDK_JSON_NAME = "cdk.json"
+DEFAULT_NAME_PREFIX = "bloom"
+
+
+class CdkJsonError(ValueError):
+    """A cdk.json file exists but cannot be read as a CDK app configuration."""
+
+
+def cdk_json_path() -> Path | None:
+    """Return the cdk.json that bloomctl reads: the working directory's, else the repository's."""
+    for folder in (Path.cwd(), REPO_ROOT):
+        path = folder / CDK_JSON_NAME
+        if path.is_file():
+            return path
+    return None
+
+
+def read_context() -> dict[str, Any]:
+    """Return the context object of cdk.json, or an empty one when there is no cdk.json."""
+    path = cdk_json_path()
+    if path is None:
+        return {}
+
+    try:
+        context = json.loads(path.read_text()).get("context", {})
+    except (OSError, ValueError, AttributeError) as error:
+        raise CdkJsonError(f"{path} is not a cdk.json file with a context object: {error}") from None
+    if not isinstance(context, dict):
+        raise CdkJsonError(f"{path}: the context value must be an object, not {type(context).__name__}")
+    return dict(context)
+
+
+def name_prefix(args: argparse.Namespace) -> str:
+    """Return --prefix, else namePrefix from cdk.json, else the default prefix."""
+    if getattr(args, "prefix", None):
+        return args.prefix
+    return read_context().get("namePrefix") or DEFAULT_NAME_PREFIX
