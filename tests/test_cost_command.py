@@ -205,6 +205,16 @@ def test_negative_manual_starts_rejected(project, capsys):
     assert "--manual-starts -1 is invalid" in err
 
 
+def test_broken_cdk_json_rejected(project, capsys):
+    (project() / "cdk.json").write_text("{not json")
+
+    code, out, err = run(capsys)
+
+    assert code == 2
+    assert out == ""
+    assert "is not a cdk.json file" in err
+
+
 def test_no_schedule_explained(project, capsys):
     code, out, _ = run(capsys)
 
@@ -276,7 +286,9 @@ def test_price_list_lookup(pricing):
     price = lookup_hourly_price(client, "ml.p4d.24xlarge", "eu-west-1")
 
     assert price.usd == 40.0
-    assert price.source == "AWS Price List API, SageMaker hosting, ml.p4d.24xlarge, eu-west-1, on-demand, published 2025-06-01"
+    assert price.source == (
+        "AWS Price List API, SageMaker hosting, ml.p4d.24xlarge, eu-west-1, on-demand, published 2025-06-01"
+    )
 
 
 def test_price_list_follows_pages(pricing):
@@ -316,7 +328,9 @@ def test_price_list_option(project, capsys, monkeypatch, pricing):
 
 def test_price_list_failure_exits_1(project, capsys, monkeypatch, pricing):
     client, stubber = pricing
-    stubber.add_client_error("get_products", "AccessDeniedException", "not authorized", expected_params=expected_request())
+    stubber.add_client_error(
+        "get_products", "AccessDeniedException", "not authorized", expected_params=expected_request()
+    )
     monkeypatch.setattr(boto3, "client", lambda service, region_name=None: client)
 
     code, _, err = run(capsys, "--price-list", "--price-region", "eu-west-1")

@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from bloomctl.context import CdkJsonError, read_context
 from bloomctl.cost_model import (
     HOURS_PER_WEEK,
     S3_STANDARD_PRICE_SOURCE,
@@ -29,8 +30,6 @@ from stacks.config import ConfigError, DeploymentConfig, load_config
 from stacks.control_config import RECONCILE_EVERY_MINUTES, ControlOptions, estimated_start_minutes, load_control_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-CDK_JSON_NAME = "cdk.json"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 HOURLY_PRICE_KEY = "hourlyPriceUsd"
 
 
@@ -128,7 +127,10 @@ def today() -> date:
 
 def load_settings(args: argparse.Namespace) -> tuple[DeploymentConfig, ControlOptions]:
     """Read cdk.json, apply the options, and validate the result as synth does."""
-    context = _read_context()
+    try:
+        context = read_context()
+    except CdkJsonError as error:
+        raise CommandError(str(error)) from None
     if args.profile:
         context["profile"] = args.profile
     if args.schedule is not None:
@@ -143,17 +145,6 @@ def load_settings(args: argparse.Namespace) -> tuple[DeploymentConfig, ControlOp
 
     config = load_config(context.get)
     return config, load_control_options(config)
-
-
-def _read_context() -> dict[str, Any]:
-    for folder in (Path.cwd(), REPO_ROOT):
-        path = folder / CDK_JSON_NAME
-        if path.is_file():
-            try:
-                return dict(json.loads(path.read_text()).get("context", {}))
-            except (ValueError, AttributeError) as error:
-                raise CommandError(f"{path} is not a cdk.json file with a context object: {error}") from None
-    return {}
 
 
 def _read_schedule_option(text: str) -> dict[str, Any]:
@@ -218,7 +209,8 @@ def resolve_hourly_price(args: argparse.Namespace, config: DeploymentConfig) -> 
 
     configured = config.extra.get(HOURLY_PRICE_KEY)
     if configured is not None:
-        return HourlyPrice(parse_hourly_price(HOURLY_PRICE_KEY, configured), f"{HOURLY_PRICE_KEY} in the cdk.json context")
+        source = f"{HOURLY_PRICE_KEY} in the cdk.json context"
+        return HourlyPrice(parse_hourly_price(HOURLY_PRICE_KEY, configured), source)
 
     profile = config.profile
     if config.instance_type != profile.instance_type:
