@@ -11,7 +11,8 @@ measure the request path, not the configured limits.
 in this process, one at a time as one Lambda execution environment runs them, in front of the local model
 server.
 
-Each level sends a bounded number of requests and stops when its time budget runs out.
+Each level sends a bounded number of requests. Its time budget stops new requests, and the requests in flight
+then finish within the client's 60 s timeout.
 
 Run: ``make bench-local`` or ``.venv/bin/python -m benchmarks.local_throughput``.
 """
