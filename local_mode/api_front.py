@@ -125,6 +125,8 @@ class ApiFront(ThreadingHTTPServer):
 
 class ApiGatewayHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Send each response at once: with Nagle's algorithm a keep-alive response waits about 40 ms for an ACK.
+    disable_nagle_algorithm = True
     server_version = "bloom-local-api"
     server: ApiFront
 

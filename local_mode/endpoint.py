@@ -102,6 +102,8 @@ class ControlApiHandler(BaseHTTPRequestHandler):
     """SageMaker's control API in its JSON 1.1 protocol, limited to DescribeEndpoint."""
 
     protocol_version = "HTTP/1.1"
+    # Send each response at once: with Nagle's algorithm a keep-alive response waits about 40 ms for an ACK.
+    disable_nagle_algorithm = True
     server: ControlApiServer
 
     def do_POST(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler

@@ -39,6 +39,10 @@ def load_transformers_engine(handler: ModuleType, source: str, cache_dir: Path |
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     location = resolve_model_source(source, cache_dir)
+    if source == TINY_MODEL_SOURCE:
+        # The tiny model's matrices are too small to split across threads: one thread is several times faster
+        # on a busy machine, where the threads wait for each other.
+        torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(location)
     model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32).eval()
     LOGGER.info("Loaded model %s with %d parameters on the CPU", location, model.num_parameters())

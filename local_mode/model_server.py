@@ -90,6 +90,8 @@ class InvokeEndpointHandler(BaseHTTPRequestHandler):
     """Routes of the SageMaker runtime API that local mode needs: InvokeEndpoint and the container's /ping."""
 
     protocol_version = "HTTP/1.1"
+    # Send each response at once: with Nagle's algorithm a keep-alive response waits about 40 ms for an ACK.
+    disable_nagle_algorithm = True
     server: ModelServer
 
     def do_GET(self) -> None:

@@ -22,6 +22,10 @@ SAGEMAKER_TIMEOUT_RANGE_SECONDS = (60, 3600)
 NAME_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,18}[a-z0-9]$")
 
 
+# Well above the on-demand price of any supported instance type; a larger value is a typo.
+MAX_HOURLY_PRICE_USD = 1000.0
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key, the value and what is allowed."""
 
@@ -43,6 +47,8 @@ class DeploymentConfig:
     keep_weights_on_destroy: bool
     # Adopt the bucket that an earlier deployment kept on destroy instead of creating it.
     use_existing_bucket: bool
+    # Price of one running hour of the endpoint, for the cost figures of status, the dashboard and cost.
+    hourly_price_usd: float
     # Context keys that other parts of the app read; kept raw here and validated by their owners.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -141,6 +147,20 @@ def _parse_weights_prefix(value: Any, profile: ModelProfile) -> str:
     return text if text.endswith("/") else text + "/"
 
 
+def parse_hourly_price(key: str, value: Any) -> float:
+    """Return a finite price in USD per instance hour, above 0 and at most MAX_HOURLY_PRICE_USD."""
+    message = f"{key}={value!r} is invalid: expected a price in USD per instance hour above 0 and at most "
+    if isinstance(value, bool):
+        raise ConfigError(message + f"{MAX_HOURLY_PRICE_USD:g}")
+    try:
+        price = float(str(value).strip())
+    except ValueError:
+        raise ConfigError(message + f"{MAX_HOURLY_PRICE_USD:g}") from None
+    if not 0 < price <= MAX_HOURLY_PRICE_USD:
+        raise ConfigError(message + f"{MAX_HOURLY_PRICE_USD:g}")
+    return price
+
+
 def _parse_timeout(key: str, value: Any) -> int:
     low, high = SAGEMAKER_TIMEOUT_RANGE_SECONDS
     try:
@@ -184,6 +204,7 @@ def load_config(get: ContextGetter) -> DeploymentConfig:
         weights_prefix=_parse_weights_prefix(value("weightsPrefix"), profile),
         keep_weights_on_destroy=_parse_bool("keepWeightsOnDestroy", value("keepWeightsOnDestroy", True)),
         use_existing_bucket=_parse_bool("useExistingBucket", value("useExistingBucket", False)),
+        hourly_price_usd=parse_hourly_price("hourlyPriceUsd", value("hourlyPriceUsd", profile.hourly_price_usd)),
         extra={key: get(key) for key in EXTRA_KEYS if get(key) is not None},
     )
 

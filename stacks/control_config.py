@@ -13,7 +13,7 @@ from typing import Any
 
 from stacks.config import ConfigError, DeploymentConfig, _parse_int, parse_json_context
 from stacks.profiles import ModelProfile
-from stacks.python_function import LAMBDA_CODE_DIR
+from stacks.invoke_api_package import LAMBDA_CODE_DIR
 
 if str(LAMBDA_CODE_DIR) not in sys.path:
     sys.path.append(str(LAMBDA_CODE_DIR))
@@ -110,7 +110,7 @@ def control_settings(config: DeploymentConfig, options: ControlOptions, topic_ar
         hosting_stack_name=config.stack_name("hosting"),
         reconciler_function_name=function_name(config, RECONCILER),
         # NOTE: the profile's price is for its default instance type; an instanceType override is not priced.
-        hourly_price_usd=config.profile.hourly_price_usd,
+        hourly_price_usd=config.hourly_price_usd,
         expected_start_minutes=estimated_start_minutes(config.profile),
         idle_stop_minutes=options.idle_stop_minutes,
         manual_start_max_hours=options.manual_start_max_hours,

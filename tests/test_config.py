@@ -32,6 +32,11 @@ def test_string_values_from_command_line_are_parsed():
     assert config.model_data_download_timeout_seconds == 900
 
 
+def test_hourly_price_defaults_to_profile_and_can_be_set():
+    assert config_from().hourly_price_usd == config_from().profile.hourly_price_usd
+    assert config_from(hourlyPriceUsd="32.77").hourly_price_usd == 32.77
+
+
 def test_small_profile_uses_one_gpu():
     config = config_from(profile="bloom-1b7")
 
@@ -96,6 +101,8 @@ def test_every_profile_has_a_timeout_reason_and_matching_tensor_parallel_degree(
             ["namePrefix='a-very-long-deployment-prefix'", "2-20"],
             id="name-prefix-too-long",
         ),
+        pytest.param({"hourlyPriceUsd": "cheap"}, ["hourlyPriceUsd='cheap'", "price in USD per instance hour"], id="price-text"),
+        pytest.param({"hourlyPriceUsd": -1}, ["hourlyPriceUsd=-1", "above 0 and at most 1000"], id="price-negative"),
         pytest.param({"keepWeightsOnDestroy": "maybe"}, ["keepWeightsOnDestroy='maybe'", "true or false"], id="bool-invalid"),
     ],
 )

@@ -26,7 +26,7 @@ from bloomctl.cost_model import (
     estimate_cost,
     irregular_weeks,
 )
-from stacks.config import ConfigError, DeploymentConfig, load_config
+from stacks.config import ConfigError, DeploymentConfig, load_config, parse_hourly_price
 from stacks.control_config import RECONCILE_EVERY_MINUTES, ControlOptions, estimated_start_minutes, load_control_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -187,19 +187,6 @@ class PriceLookupFailed(Exception):
     """The AWS Price List API could not be read or returned no single price."""
 
 
-def parse_hourly_price(key: str, value: Any) -> float:
-    """Return a positive, finite price in USD per hour, or raise ``ConfigError`` naming the key and the value."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r} is invalid: expected a price in USD per instance hour above 0")
-    try:
-        price = float(str(value).strip())
-    except ValueError:
-        price = math.nan
-    if not math.isfinite(price) or price <= 0:
-        raise ConfigError(f"{key}={value!r} is invalid: expected a price in USD per instance hour above 0")
-    return price
-
-
 def resolve_hourly_price(args: argparse.Namespace, config: DeploymentConfig) -> HourlyPrice:
     """Return the price of one instance hour with its source, in the order of the module's docstring."""
     if args.hourly_price is not None:
@@ -210,7 +197,7 @@ def resolve_hourly_price(args: argparse.Namespace, config: DeploymentConfig) -> 
     configured = config.extra.get(HOURLY_PRICE_KEY)
     if configured is not None:
         source = f"{HOURLY_PRICE_KEY} in the cdk.json context"
-        return HourlyPrice(parse_hourly_price(HOURLY_PRICE_KEY, configured), source)
+        return HourlyPrice(config.hourly_price_usd, source)
 
     profile = config.profile
     if config.instance_type != profile.instance_type:
