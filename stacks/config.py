@@ -26,6 +26,19 @@ NAME_PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,18}[a-z0-9]$")
 MAX_HOURLY_PRICE_USD = 1000.0
 
 
+# Bucket name starts that S3 reserves (general purpose bucket naming rules).
+RESERVED_BUCKET_NAME_STARTS = ("xn--", "sthree-", "amzn-s3-demo-")
+
+# An ECR image tag: up to 128 letters, digits, underscores, periods and hyphens, not starting with . or -.
+IMAGE_TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+# Archive endings that the container cannot load as a weights folder.
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".gz", ".zip")
+
+# Part of the GPU memory that the weights may fill; the rest holds the KV cache, activations and CUDA context.
+MAX_WEIGHTS_SHARE_OF_GPU_MEMORY = 0.85
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key, the value and what is allowed."""
 
@@ -112,6 +125,11 @@ def _parse_name_prefix(value: Any) -> str:
             f"namePrefix={value!r} is invalid: use 2-20 lowercase letters, digits and hyphens, "
             "starting with a letter and not ending with a hyphen"
         )
+    if value.startswith(RESERVED_BUCKET_NAME_STARTS) or "--" in value:
+        raise ConfigError(
+            f"namePrefix={value!r} is invalid: the model bucket's name starts with it, and S3 rejects names that "
+            f"start with {', '.join(RESERVED_BUCKET_NAME_STARTS)} or contain two hyphens in a row"
+        )
     return value
 
 
@@ -134,7 +152,7 @@ def _check_tensor_parallel_degree(degree: int, instance_type: str) -> None:
 
 def _parse_weights_prefix(value: Any, profile: ModelProfile) -> str:
     text = f"weights/{profile.name}/" if value in (None, "") else str(value)
-    if text.lower().endswith((".tar.gz", ".tgz", ".tar")):
+    if text.lower().rstrip("/").endswith(ARCHIVE_SUFFIXES):
         raise ConfigError(
             f"weightsPrefix={text!r} points at an archive: the container loads uncompressed files, so give "
             "the S3 key prefix of the weights folder, for example weights/bloom-176b-int8/"
@@ -144,7 +162,38 @@ def _parse_weights_prefix(value: Any, profile: ModelProfile) -> str:
             f"weightsPrefix={text!r} is invalid: give a key prefix inside the model bucket, such as "
             "weights/bloom-176b-int8/, not a URI or an absolute path"
         )
+    if any(part in ("", ".", "..") for part in text.rstrip("/").split("/")):
+        raise ConfigError(
+            f"weightsPrefix={text!r} is invalid: use plain folder names separated by single slashes, without "
+            "'.' or '..', for example weights/bloom-176b-int8/"
+        )
     return text if text.endswith("/") else text + "/"
+
+
+def _parse_image_tag(value: Any, profile: ModelProfile) -> str:
+    text = str(value)
+    if not IMAGE_TAG_PATTERN.match(text):
+        raise ConfigError(
+            f"imageTag={text!r} is invalid: an image tag has up to 128 letters, digits, '_', '.' and '-', "
+            "for example 0.33.0-lmi15.0.0-cu128"
+        )
+    if profile.engine == "DeepSpeed" and "deepspeed" not in text:
+        raise ConfigError(
+            f"imageTag={text!r} cannot serve profile {profile.name}: its pre-sharded checkpoint loads only on the "
+            f"DeepSpeed image family (tags with 'deepspeed', removed from LMI in 0.28.0), such as {profile.image_tag}"
+        )
+    return text
+
+
+def _check_gpu_memory(profile: ModelProfile, instance_type: str) -> None:
+    spec = INSTANCE_TYPES[instance_type]
+    total_gb = spec.gpus * spec.gpu_memory_gb
+    if profile.weights_size_gb > MAX_WEIGHTS_SHARE_OF_GPU_MEMORY * total_gb:
+        raise ConfigError(
+            f"instanceType={instance_type} has {spec.gpus} x {spec.gpu_memory_gb} GB of GPU memory, too little for "
+            f"the about {profile.weights_size_gb} GB of weights of {profile.name} plus its KV cache: choose an "
+            f"instance type with more GPU memory, such as {profile.instance_type}"
+        )
 
 
 def parse_hourly_price(key: str, value: Any) -> float:
@@ -182,6 +231,7 @@ def load_config(get: ContextGetter) -> DeploymentConfig:
         "tensorParallelDegree", value("tensorParallelDegree", profile.tensor_parallel_degree), minimum=1
     )
     _check_tensor_parallel_degree(tensor_parallel_degree, instance_type)
+    _check_gpu_memory(profile, instance_type)
 
     return DeploymentConfig(
         name_prefix=_parse_name_prefix(value("namePrefix", "bloom")),
@@ -189,7 +239,7 @@ def load_config(get: ContextGetter) -> DeploymentConfig:
         instance_type=instance_type,
         instance_count=_parse_int("instanceCount", value("instanceCount", 1), minimum=1, maximum=10),
         tensor_parallel_degree=tensor_parallel_degree,
-        image_tag=str(value("imageTag", profile.image_tag)),
+        image_tag=_parse_image_tag(value("imageTag", profile.image_tag), profile),
         model_data_download_timeout_seconds=_parse_timeout(
             "modelDataDownloadTimeoutSeconds",
             value("modelDataDownloadTimeoutSeconds", profile.model_data_download_timeout_seconds),

@@ -101,6 +101,29 @@ def test_every_profile_has_a_timeout_reason_and_matching_tensor_parallel_degree(
             ["namePrefix='a-very-long-deployment-prefix'", "2-20"],
             id="name-prefix-too-long",
         ),
+        pytest.param({"namePrefix": "xn--bloom"}, ["namePrefix='xn--bloom'", "xn--"], id="name-prefix-reserved-by-s3"),
+        pytest.param({"namePrefix": "sthree-x"}, ["namePrefix='sthree-x'", "sthree-"], id="name-prefix-sthree"),
+        pytest.param(
+            {"imageTag": "0.28.0-lmi10.0.0-cu124"},
+            ["imageTag='0.28.0-lmi10.0.0-cu124'", "bloom-176b-int8", "DeepSpeed image family"],
+            id="int8-on-image-without-deepspeed",
+        ),
+        pytest.param({"imageTag": "x y"}, ["imageTag='x y'", "128 letters"], id="image-tag-invalid"),
+        pytest.param(
+            {"profile": "bloom-176b", "instanceType": "ml.p4d.24xlarge"},
+            ["instanceType=ml.p4d.24xlarge", "8 x 40 GB", "352 GB", "ml.p4de.24xlarge"],
+            id="fp16-176b-does-not-fit-40gb-gpus",
+        ),
+        pytest.param(
+            {"profile": "bloom-176b", "instanceType": "ml.g5.48xlarge"},
+            ["instanceType=ml.g5.48xlarge", "8 x 24 GB"],
+            id="fp16-176b-does-not-fit-a10g",
+        ),
+        pytest.param({"weightsPrefix": "weights/model.zip"}, ["weightsPrefix='weights/model.zip'", "archive"], id="weights-zip"),
+        pytest.param(
+            {"weightsPrefix": "weights/model.tar.gz/"}, ["weightsPrefix='weights/model.tar.gz/'", "archive"], id="weights-tarball-slash"
+        ),
+        pytest.param({"weightsPrefix": "../../other/"}, ["weightsPrefix='../../other/'", "'..'"], id="weights-parent-folder"),
         pytest.param({"hourlyPriceUsd": "cheap"}, ["hourlyPriceUsd='cheap'", "price in USD per instance hour"], id="price-text"),
         pytest.param({"hourlyPriceUsd": -1}, ["hourlyPriceUsd=-1", "above 0 and at most 1000"], id="price-negative"),
         pytest.param({"keepWeightsOnDestroy": "maybe"}, ["keepWeightsOnDestroy='maybe'", "true or false"], id="bool-invalid"),
