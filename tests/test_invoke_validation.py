@@ -289,3 +289,34 @@ def test_settings_errors_name_variable(name, value, fragment):
         Settings.from_environment(environment)
 
     assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"input": ["CANARY-PROMPT-TEXT", "b"]},
+        {"input": {"text": "CANARY-PROMPT-TEXT"}},
+        {"input": "hi", "gen_kwargs": {"stop": "CANARY-PROMPT-TEXT"}},
+        {"input": "hi", "gen_kwargs": {"stop": ["CANARY-PROMPT-TEXT", 3]}},
+    ],
+)
+def test_rejection_message_never_echoes_text(document):
+    error = rejection(document)
+
+    assert "CANARY" not in error.message
+
+
+def test_rejection_message_shows_number_value():
+    error = rejection({"input": "hi", "gen_kwargs": {"temperature": -1}})
+
+    assert "temperature=-1 is invalid" in error.message
+
+
+def test_overlong_integer_named_without_python_internals():
+    body = '{"input": "hi", "gen_kwargs": {"max_new_tokens": ' + "9" * 5000 + "}}"
+
+    with pytest.raises(InvalidRequest) as raised:
+        parse_generate_request(body.encode(), BEAM_SEARCH)
+
+    assert "too many digits" in raised.value.message
+    assert "sys." not in raised.value.message

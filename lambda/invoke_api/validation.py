@@ -107,13 +107,19 @@ def _parse_json(body: bytes) -> Any:
         ) from None
     except RecursionError:
         raise InvalidRequest("The request body is not valid for this API: JSON nested too deeply.") from None
-    except ValueError as error:
-        # NaN and Infinity (rejected by _reject_constant) and integers longer than Python's digit limit.
+    except NonFiniteNumber as error:
         raise InvalidRequest(f"The request body is not valid JSON: {error}.") from None
+    except ValueError:
+        # Python's own message for an integer over its digit limit names interpreter settings, not the API.
+        raise InvalidRequest("The request body is not valid for this API: a number has too many digits.") from None
+
+
+class NonFiniteNumber(ValueError):
+    """NaN, Infinity or -Infinity in a request body: Python's json accepts them, JSON does not."""
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+    raise NonFiniteNumber(f"{name} is not a JSON number")
 
 
 def _detect_form(document: dict) -> tuple[str, str]:
@@ -315,6 +321,14 @@ def _json_type(value: Any) -> str:
 
 
 def _preview(value: Any) -> str:
-    """Render a rejected value for a message, short enough that a long string is not echoed whole."""
-    text = json.dumps(value, ensure_ascii=True)
-    return text if len(text) <= 40 else f"{text[:37]}..."
+    """Render a rejected value for a message without its text: strings and containers may hold the prompt.
+
+    Numbers, booleans and null are shown as they are; a string, array or object only by its type and size.
+    """
+    if isinstance(value, str):
+        return f"<string of {len(value)} characters>"
+    if isinstance(value, list):
+        return f"<array of {len(value)} items>"
+    if isinstance(value, dict):
+        return f"<object with {len(value)} keys>"
+    return json.dumps(value)
