@@ -22,6 +22,7 @@ API Gateway's 403 for missing credentials in the cloud as well.
 
 import json
 import logging
+import sys
 import time
 import uuid
 from http import HTTPStatus
@@ -97,6 +98,14 @@ class ApiFront(ThreadingHTTPServer):
 
     daemon_threads = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log a client that hung up in one line; print other errors with their traceback as usual."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            LOGGER.info("client %s closed the connection early: %s", client_address[0], type(error).__name__)
+            return
+        super().handle_error(request, client_address)
+
     def __init__(
         self,
         address: tuple[str, int],
@@ -129,6 +138,22 @@ class ApiGatewayHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "bloom-local-api"
     server: ApiFront
+    # Seconds a connection may stall while a request is read; http.server then closes it. Without a limit, a
+    # client that sends fewer bytes than its Content-Length holds a thread forever.
+    timeout = 30
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Answer http.server's own rejections (malformed request line, oversized headers) as JSON, like the API."""
+        self.log_error("code %d, message %s", code, message)
+        data = _json_bytes({"error": "bad_request" if code < 500 else "internal_error", "message": message or _reason(code)})
+        self.send_response(code, _reason(code))
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.close_connection = True
+        if self.command != "HEAD" and code >= 200 and code not in (HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED):
+            self.wfile.write(data)
 
     def do_GET(self) -> None:  # noqa: N802 - names fixed by BaseHTTPRequestHandler
         self._serve()

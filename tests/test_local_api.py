@@ -6,12 +6,14 @@ function and the API front, configured with usage plans small enough to run out 
 
 import http.client
 import json
+import socket
 import time
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
+from local_mode.api_front import ApiGatewayHandler
 from local_mode.stack import start_local_stack
 from stacks.api_config import GATEWAY_RESPONSES, STATUS_BURST_LIMIT, STATUS_RATE_LIMIT
 from tests.local_api_clients import EXAMPLE_REQUEST, curl
@@ -318,3 +320,44 @@ def test_slow_function_gets_504_after_integration_timeout(stack, monkeypatch):
 
     assert response.status_code == 504
     assert response.json() == {"error": "generation_timeout", "message": GATEWAY_RESPONSES["INTEGRATION_TIMEOUT"][2]}
+
+
+def raw_exchange(stack, payload: bytes, timeout: float = 10) -> bytes:
+    """Send raw bytes to the front and return everything it sends back before it closes the connection."""
+    parts = urlsplit(stack.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as connection:
+        connection.sendall(payload)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received
+
+
+def test_malformed_request_line_gets_json_error(stack):
+    response = raw_exchange(stack, b"NOT A VALID REQUEST LINE AT ALL\r\n\r\n")
+
+    assert json.loads(response)["error"] == "bad_request"
+
+
+def test_oversized_header_gets_json_431(stack):
+    response = raw_exchange(stack, b"GET /v1/status HTTP/1.1\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+
+    assert head.startswith(b"HTTP/1.1 431")
+    assert b"Content-Type: application/json" in head
+    assert json.loads(body)["error"] == "bad_request"
+
+
+def test_short_body_closes_connection_after_timeout(stack, monkeypatch):
+    """A client that sends less than its Content-Length does not hold a server thread forever."""
+    monkeypatch.setattr(ApiGatewayHandler, "timeout", 1)
+    request = (
+        f"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {key_value(stack, 'team')}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"in"
+    ).encode()
+
+    started = time.monotonic()
+    response = raw_exchange(stack, request, timeout=10)
+
+    assert response == b""
+    assert time.monotonic() - started < 9
