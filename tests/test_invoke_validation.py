@@ -320,3 +320,10 @@ def test_overlong_integer_named_without_python_internals():
 
     assert "too many digits" in raised.value.message
     assert "sys." not in raised.value.message
+
+
+@pytest.mark.parametrize("prompt", ["   ", "\n\t"])
+def test_blank_prompt_rejected(prompt):
+    error = rejection({"input": prompt})
+
+    assert error.message == "input is blank: give the text that the model continues."

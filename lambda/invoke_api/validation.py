@@ -79,6 +79,8 @@ def parse_generate_request(body: bytes, bounds: GenerationBounds) -> GenerateReq
     prompt = document[prompt_key]
     _check_value(prompt, schema["properties"][prompt_key], prompt_key)
     _check_encodable(prompt, prompt_key)
+    if not prompt.strip():
+        raise InvalidRequest(f"{prompt_key} is blank: give the text that the model continues.", field=prompt_key)
 
     raw_parameters = document.get(parameters_key, {})
     parameters, default_applied = _parse_parameters(raw_parameters, parameters_key, bounds)
