@@ -6,24 +6,15 @@ overrides and validates the result; the stacks only read the validated values.
 
 from dataclasses import dataclass
 
+from stacks.invoke_api_package import schema
+
 # ECR repository of the LMI (DJL Serving) images among the AWS Deep Learning Containers. The registry account
 # differs by region, so model_hosting.py resolves it at deploy time from aws-cdk-lib's region facts.
 DLC_REPOSITORY = "djl-inference"
 
-# Generation parameters of the public API, by name. Each profile allows a subset of these.
-ALL_GENERATION_PARAMETERS = (
-    "max_new_tokens",
-    "min_length",
-    "temperature",
-    "top_p",
-    "top_k",
-    "num_beams",
-    "no_repeat_ngram_size",
-    "repetition_penalty",
-    "do_sample",
-    "seed",
-    "stop",
-)
+# Generation parameters of the public API, by name, from the invoke function's schema. Each profile allows a
+# subset of these.
+ALL_GENERATION_PARAMETERS = schema.ALL_GENERATION_PARAMETERS
 
 
 @dataclass(frozen=True)
