@@ -4,8 +4,10 @@ import argparse
 
 import pytest
 
+from botocore.exceptions import NoRegionError
+
 from bloomctl import cli
-from bloomctl.context import CdkJsonError, name_prefix, read_context
+from bloomctl.context import NO_REGION_MESSAGE, CdkJsonError, error_text, name_prefix, read_context
 
 
 def test_working_directory_cdk_json_wins(tmp_path, monkeypatch):
@@ -45,3 +47,11 @@ def test_invalid_cdk_json_exits_2_with_message(tmp_path, monkeypatch, capsys):
 
     assert code == 2
     assert "the context value must be an object" in capsys.readouterr().err
+
+
+def test_error_text_names_region_sources():
+    assert error_text(NoRegionError()) == NO_REGION_MESSAGE
+
+
+def test_error_text_drops_final_period():
+    assert error_text(ValueError("Stack with id bloom-api does not exist.")) == "Stack with id bloom-api does not exist"
