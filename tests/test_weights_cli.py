@@ -38,16 +38,39 @@ def codebuild():
 
 @pytest.fixture
 def clients(monkeypatch, s3_client, codebuild):
-    """Route the command's AWS clients to moto S3 and the stubbed CodeBuild client."""
-    aws = weights.AwsClients(s3=s3_client, codebuild=codebuild[0], region="eu-west-1", account="123456789012")
+    """Route the command's AWS clients to moto S3 and SSM and the stubbed CodeBuild client."""
+    aws = weights.AwsClients(
+        s3=s3_client,
+        codebuild=codebuild[0],
+        ssm=boto3.client("ssm", region_name="eu-west-1"),
+        region="eu-west-1",
+        account="123456789012",
+    )
     monkeypatch.setattr(weights, "make_clients", lambda args: aws)
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     return aws
 
 
+@pytest.fixture
+def cdk_json_profile(tmp_path, monkeypatch):
+    """Return a function that writes a cdk.json with the given profile to a new working directory."""
+
+    def write(profile: str) -> None:
+        (tmp_path / "cdk.json").write_text(json.dumps({"context": {"profile": profile}}))
+        monkeypatch.chdir(tmp_path)
+
+    return write
+
+
 def run(*argv) -> int:
     return cli.main(["weights", *argv])
+
+
+def publish_deployed_profile(ssm, profile: str, weights_prefix: str) -> None:
+    """Publish the parameters that the hosting stack of the default deployment writes."""
+    ssm.put_parameter(Name="/bloom/profile", Value=profile, Type="String")
+    ssm.put_parameter(Name="/bloom/weights-prefix", Value=weights_prefix, Type="String")
 
 
 def stage_tiny(hub, s3):
@@ -278,3 +301,83 @@ def test_cloud_deep_verify_starts_the_job(clients, codebuild, capsys):
 def test_local_deep_verify_of_large_profile_is_rejected(clients, capsys):
     assert run("verify", "--profile", "bloom-176b-int8", "--deep") == 2
     assert "--in-cloud" in capsys.readouterr().err
+
+
+# The deployed profile
+
+
+def test_verify_uses_deployed_profile(clients, bloom_1b7_hub, cdk_json_profile, capsys):
+    """Deployed with -c profile=bloom-1b7, while the profile in cdk.json is still bloom-176b-int8."""
+    cdk_json_profile("bloom-176b-int8")
+    publish_deployed_profile(clients.ssm, "bloom-1b7", PREFIX)
+    stage_tiny(bloom_1b7_hub, clients.s3)
+
+    code = run("verify")
+
+    captured = capsys.readouterr()
+    assert code == 0
+    assert f"at s3://{BUCKET}/{PREFIX} match the manifest" in captured.out
+    assert "using the deployed profile bloom-1b7 (SSM parameter /bloom/profile), not bloom-176b-int8" in captured.err
+
+
+def test_verify_uses_deployed_weights_prefix(clients, cdk_json_profile, tmp_path, capsys):
+    cdk_json_profile("bloom-1b7")
+    publish_deployed_profile(clients.ssm, "bloom-1b7", "custom/bloom-1b7/")
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "config.json").write_text('{"model_type": "bloom"}')
+
+    staged = run("stage", "--from-dir", str(tmp_path / "weights"))
+    verified = run("verify")
+
+    output = capsys.readouterr().out
+    assert staged == 0
+    assert verified == 0
+    assert f"s3://{BUCKET}/custom/bloom-1b7/" in output
+    assert "weights/bloom-1b7/" not in output
+
+
+@pytest.mark.parametrize("action", [["verify"], ["stage", "--local", "--revision", "d" * 40]], ids=" ".join)
+def test_other_profile_than_deployed_rejected(clients, action, capsys):
+    publish_deployed_profile(clients.ssm, "bloom-1b7", PREFIX)
+
+    code = run(*action, "--profile", "bloom-7b1")
+
+    error = capsys.readouterr().err
+    assert code == 2
+    assert "--profile bloom-7b1 is not the deployed profile bloom-1b7 (SSM parameter /bloom/profile)" in error
+    assert "-c profile=bloom-7b1" in error
+
+
+def test_same_profile_as_deployed_accepted(clients, bloom_1b7_hub, capsys):
+    publish_deployed_profile(clients.ssm, "bloom-1b7", PREFIX)
+    stage_tiny(bloom_1b7_hub, clients.s3)
+
+    assert run("verify", "--profile", "bloom-1b7") == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_cdk_json_profile_used_before_deploy(clients, bloom_1b7_hub, cdk_json_profile, capsys):
+    cdk_json_profile("bloom-1b7")
+    stage_tiny(bloom_1b7_hub, clients.s3)
+
+    code = run("verify")
+
+    captured = capsys.readouterr()
+    assert code == 0
+    assert f"s3://{BUCKET}/{PREFIX}" in captured.out
+    assert "SSM parameter /bloom/profile does not exist" in captured.err
+    assert "profile in cdk.json (bloom-1b7)" in captured.err
+
+
+def test_cloud_stage_uses_deployed_profile(clients, codebuild, cdk_json_profile, capsys):
+    client, stubber = codebuild
+    cdk_json_profile("bloom-176b-int8")
+    publish_deployed_profile(clients.ssm, "bloom-1b7", PREFIX)
+    stubber.add_response("batch_get_projects", project_response(
+        WEIGHTS_REVISION="c" * 40, HF_ENDPOINT="https://hub.example.invalid"), {"names": [PROJECT]})
+    stubber.add_response("start_build", {"build": {"id": BUILD_ID}})
+
+    code = run("stage")
+
+    assert code == 0
+    assert f"bigscience/bloom-1b7 at {'c' * 40} to s3://{BUCKET}/{PREFIX}" in capsys.readouterr().out

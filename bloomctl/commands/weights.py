@@ -1,5 +1,10 @@
 """``bloomctl weights``: stage the model weights into the model bucket, follow the staging job, verify them.
 
+Both actions work on the deployed profile, which the hosting stack publishes as the SSM parameter
+``/<prefix>/profile`` (and its weights prefix as ``/<prefix>/weights-prefix``), so that they check the same
+prefix as the weights check before a start. Before the hosting stack is deployed, the profile in cdk.json
+applies.
+
 ``stage`` starts the storage stack's CodeBuild job by default, so 180 GB never pass through this machine.
 ``stage --local`` runs the same staging code here, from a Hub URL or a local directory, for small profiles.
 ``verify`` checks the staged weights against their manifest, the same check that a start runs.
@@ -14,11 +19,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bloomctl.context import read_context
+from bloomctl.context import DEFAULT_NAME_PREFIX, aws_session, error_text, read_context
 from stacks.config import ConfigError, DeploymentConfig, load_config
+from stacks.profiles import DEFAULT_PROFILE
 from stacks.weight_staging_settings import StagingSettings, load_staging_settings
 from weights_manifest.check import check_weights
 from weights_staging.hub import HubClient, HubError
@@ -35,6 +40,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 LOCAL_MAX_WEIGHTS_GB = 20
 # updated_at of the job's progress record.
 RECORD_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+DESCRIPTION = "Stage the model weights of the deployed profile into the model bucket, and verify them."
 
 
 class CommandError(Exception):
@@ -45,8 +51,22 @@ class CommandError(Exception):
 class AwsClients:
     s3: Any
     codebuild: Any
+    ssm: Any
     region: str
     account: str
+
+
+@dataclass(frozen=True)
+class DeployedProfile:
+    """The profile and weights prefix that the hosting stack published, or None for a missing parameter."""
+
+    profile: str | None
+    weights_prefix: str | None
+    name_prefix: str
+
+    @property
+    def profile_parameter(self) -> str:
+        return f"/{self.name_prefix}/profile"
 
 
 @dataclass(frozen=True)
@@ -64,8 +84,7 @@ class Target:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "weights", help="stage the model weights into the model bucket and verify them",
-        description=__doc__.split("\n\n")[0],
+        "weights", help="stage the model weights into the model bucket and verify them", description=DESCRIPTION
     )
     commands = parser.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
 
@@ -98,9 +117,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", help="model profile (default: the profile in cdk.json)")
     parser.add_argument(
-        "--poll-seconds", type=float, default=15.0, help="seconds between two status checks with --wait"
+        "--profile",
+        help="model profile; it must be the deployed one (default: the deployed profile, from the SSM parameter "
+        "/<prefix>/profile, else the profile in cdk.json)",
+    )
+    parser.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=15.0,
+        help="seconds between two status checks with --wait (default: %(default)g s)",
     )
 
 
@@ -148,25 +174,31 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def make_clients(args: argparse.Namespace) -> AwsClients:
-    session = boto3.Session(region_name=getattr(args, "region", None))
-    if not session.region_name:
-        raise CommandError("No AWS region is set: pass --region or set AWS_REGION")
+    session = aws_session(args)
     try:
         account = session.client("sts").get_caller_identity()["Account"]
     except (ClientError, BotoCoreError) as error:
-        raise CommandError(f"Could not read the AWS account from the credentials: {error}") from None
+        raise CommandError(f"Could not read the AWS account from the credentials: {error_text(error)}") from None
     return AwsClients(
-        s3=session.client("s3"), codebuild=session.client("codebuild"), region=session.region_name, account=account
+        s3=session.client("s3"),
+        codebuild=session.client("codebuild"),
+        ssm=session.client("ssm"),
+        region=session.region_name,
+        account=account,
     )
 
 
 def resolve_target(args: argparse.Namespace, clients: AwsClients) -> Target:
-    """Read cdk.json (from the working directory, else the repository), apply --prefix and --profile."""
+    """Read cdk.json (from the working directory, else the repository) and apply --prefix and the profile.
+
+    The profile is the deployed one. --profile must name it, and cdk.json applies only while no hosting
+    stack has published one.
+    """
     context = read_context()
     if getattr(args, "prefix", None):
         context["namePrefix"] = args.prefix
-    if args.profile:
-        context["profile"] = args.profile
+    deployed = read_deployed_profile(clients.ssm, context.get("namePrefix") or DEFAULT_NAME_PREFIX)
+    context.update(_profile_context(args.profile, deployed, context.get("profile")))
 
     try:
         config = load_config(context.get)
@@ -175,6 +207,56 @@ def resolve_target(args: argparse.Namespace, clients: AwsClients) -> Target:
         raise CommandError(str(error)) from None
     bucket = config.bucket_name_pattern.format(account=clients.account, region=clients.region)
     return Target(config, settings, bucket)
+
+
+def read_deployed_profile(ssm: Any, name_prefix: str) -> DeployedProfile:
+    """Read the profile and weights prefix that the hosting stack publishes under ``/<name_prefix>``."""
+    values = {}
+    for name in ("profile", "weights-prefix"):
+        parameter = f"/{name_prefix}/{name}"
+        try:
+            values[name] = ssm.get_parameter(Name=parameter)["Parameter"]["Value"]
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ParameterNotFound":
+                raise CommandError(f"Could not read the SSM parameter {parameter}: {error_text(error)}") from None
+            values[name] = None
+        except BotoCoreError as error:
+            raise CommandError(
+                f"Could not read the SSM parameter {parameter}: {error_text(error)}. Check --region and your "
+                "credentials"
+            ) from None
+    return DeployedProfile(values["profile"], values["weights-prefix"], name_prefix)
+
+
+def _profile_context(requested: str | None, deployed: DeployedProfile, configured: str | None) -> dict[str, str]:
+    """Return the context values that select the profile: the deployed one, --profile or cdk.json's."""
+    parameter = deployed.profile_parameter
+    if deployed.profile is None:
+        if requested is None:
+            print(
+                f"Note: the SSM parameter {parameter} does not exist (the hosting stack {deployed.name_prefix}-hosting "
+                f"publishes it), so the profile in cdk.json ({configured or DEFAULT_PROFILE}) applies.",
+                file=sys.stderr,
+            )
+            return {}
+        return {"profile": requested}
+
+    if requested is not None and requested != deployed.profile:
+        raise CommandError(
+            f"--profile {requested} is not the deployed profile {deployed.profile} (SSM parameter {parameter}): a "
+            f"start checks the weights of {deployed.profile} only. Deploy with -c profile={requested} first, or "
+            "drop --profile."
+        )
+    if requested is None and configured and configured != deployed.profile:
+        print(
+            f"Note: using the deployed profile {deployed.profile} (SSM parameter {parameter}), not {configured} "
+            "from cdk.json.",
+            file=sys.stderr,
+        )
+    values = {"profile": deployed.profile}
+    if deployed.weights_prefix:
+        values["weightsPrefix"] = deployed.weights_prefix
+    return values
 
 
 def _reject_large_local_run(target: Target, allowed: bool, option: str) -> None:
@@ -312,7 +394,7 @@ def _describe_project(clients: AwsClients, target: Target) -> dict[str, Any]:
     try:
         projects = clients.codebuild.batch_get_projects(names=[name]).get("projects", [])
     except (ClientError, BotoCoreError) as error:
-        raise CommandError(f"Could not read the CodeBuild project {name}: {error}") from None
+        raise CommandError(f"Could not read the CodeBuild project {name}: {error_text(error)}") from None
     if not projects:
         raise CommandError(
             f"The CodeBuild project {name} does not exist in {clients.region}: deploy the storage stack "
@@ -328,7 +410,9 @@ def _start_build(clients: AwsClients, target: Target, variables: dict[str, str])
             projectName=target.settings.project_name, environmentVariablesOverride=overrides
         )
     except (ClientError, BotoCoreError) as error:
-        raise CommandError(f"Could not start the CodeBuild project {target.settings.project_name}: {error}") from None
+        raise CommandError(
+            f"Could not start the CodeBuild project {target.settings.project_name}: {error_text(error)}"
+        ) from None
     return response["build"]["id"]
 
 
