@@ -25,14 +25,18 @@ import pytest
 import requests
 from moto import mock_aws
 
+from bloomctl import cli
 from bloomctl.cli import build_parser
 from bloomctl.commands import control
 from tests.control_plane_support import (
+    BUCKET,
     REGION,
+    WEIGHTS_PREFIX,
     FakeClock,
     create_deployment,
     expect_describe,
     make_settings,
+    shared_session,
     stage_weights,
     stubbed_reconciler,
 )
@@ -115,7 +119,8 @@ def test_wait_for_start_shows_progress(monkeypatch):
         assert lines[-1] == "Endpoint bloom-endpoint is InService."
 
 
-def test_report_formatted_for_people():
+def people_report(**changes) -> dict:
+    """A status report of a running endpoint, as build_report returns it, with top-level changes."""
     report = {
         "endpoint": {"name": "bloom-endpoint", "status": "InService", "since": "2025-06-02T08:20:00+00:00",
                      "config": "EndpointConfig-aaaa", "created_at": "2025-06-02T08:00:00+00:00",
@@ -130,6 +135,24 @@ def test_report_formatted_for_people():
         "start_blocked": False,
         "generated_at": "2025-06-02T10:20:00+00:00",
     }
+    report.update(changes)
+    return report
+
+
+def blocked_report(**changes) -> dict:
+    """A report of an endpoint that is absent although the desired state is on, after a blocked run."""
+    report = people_report(**changes)
+    report["endpoint"].update(status="absent", since=None, config=None, created_at=None, instances=0)
+    report.setdefault("last_run", {
+        "at": "2025-06-02T10:15:00+00:00", "trigger": "cli", "action": "blocked",
+        "message": "Not starting: The weights at s3://b/weights/bloom-1b7/ have no manifest "
+                   "(weights/bloom-1b7/weights-manifest.json not found). Stage them with `bloomctl weights stage --wait`.",
+    })
+    return report
+
+
+def test_report_formatted_for_people():
+    report = people_report()
 
     text = control.format_report(report, "Europe/Berlin")
 
@@ -137,6 +160,103 @@ def test_report_formatted_for_people():
     assert "on (manual), requested by cli:arn:aws:iam::1:user/alice" in text
     assert "off at 2025-06-02 12:00 UTC (14:00 Europe/Berlin) (the manual start expires)" in text
     assert "this run 2.0 h, about 75.38 USD; this month 10.5 h, about 395.75 USD" in text
+    assert "Start blocked" not in text
+
+
+def test_report_shows_blocked_start():
+    text = control.format_report(blocked_report(), "UTC")
+
+    assert "Start blocked  Not starting: The weights at s3://b/weights/bloom-1b7/ have no manifest" in text
+    assert "Stage them with `bloomctl weights stage --wait`. (last checked 2025-06-02 10:15 UTC)" in text
+    assert "Next step      fix the cause above; the next reconciler run then starts the endpoint" in text
+
+
+def test_report_blocked_by_failure_needs_new_start():
+    failure = {"kind": "create", "reason": "ResourceLimitExceeded", "at": "2025-06-02T10:00:00+00:00",
+               "desired_version": 3, "blocks": True}
+    last_run = {"at": "2025-06-02T10:15:00+00:00", "trigger": "periodic", "action": "blocked",
+                "message": "The last start failed (ResourceLimitExceeded). It is not retried for the same request: "
+                           "run `bloomctl start` to try again."}
+
+    text = control.format_report(blocked_report(failure=failure, start_blocked=True, last_run=last_run), "UTC")
+
+    assert "Start blocked  The last start failed (ResourceLimitExceeded)" in text
+    assert "ResourceLimitExceeded at 2025-06-02 10:00 UTC (blocks automatic retries" in text
+    assert "Next step" not in text
+
+
+@pytest.mark.parametrize(
+    ("desired_state", "endpoint_status"), [("off", "absent"), ("on", "Creating")], ids=["stopped", "creating"]
+)
+def test_report_hides_stale_blocked_run(desired_state, endpoint_status):
+    report = blocked_report()
+    report["desired"]["state"] = desired_state
+    report["endpoint"]["status"] = endpoint_status
+
+    assert "Start blocked" not in control.format_report(report, "UTC")
+
+
+# Runs in process against moto
+
+
+@pytest.fixture
+def deployment(capsys):
+    """A deployed control plane in moto, without staged weights."""
+    with mock_aws():
+        settings = make_settings()
+        create_deployment(settings)
+        yield settings
+
+
+def status_report(capsys) -> dict:
+    capsys.readouterr()
+    assert cli.main(["status", "--json"]) == control.EXIT_OK
+    return json.loads(capsys.readouterr().out)
+
+
+def test_status_text_explains_blocked_start(deployment, capsys):
+    shared_session().client("s3").create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    assert cli.main(["start", "--for", "2h"]) == control.EXIT_FAILED
+    capsys.readouterr()
+
+    code = cli.main(["status"])
+
+    text = capsys.readouterr().out
+    assert code == control.EXIT_OK
+    assert "Endpoint       bloom-endpoint: absent" in text
+    assert f"Start blocked  Not starting: The weights at s3://{BUCKET}/{WEIGHTS_PREFIX} have no manifest" in text
+    assert "`bloomctl weights stage --wait`" in text
+    assert "Next step" in text
+
+
+def test_start_for_changes_expiry(deployment, capsys):
+    stage_weights()
+    assert cli.main(["start", "--for", "2h"]) == control.EXIT_OK
+    first = status_report(capsys)["desired"]
+
+    assert cli.main(["start", "--for", "4h"]) == control.EXIT_OK
+    second = status_report(capsys)["desired"]
+
+    hours = (datetime.fromisoformat(second["until"]) - datetime.fromisoformat(first["until"])).total_seconds() / 3600
+    assert second["state"] == "on"
+    assert 1.9 < hours < 2.1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Reconciler.start in lambda/control_plane gives a start without a duration the default duration "
+    "(manualStartMaxHours), even while a manual start is active",
+)
+def test_second_start_keeps_expiry(deployment, capsys):
+    stage_weights()
+    assert cli.main(["start", "--for", "2h"]) == control.EXIT_OK
+    first = status_report(capsys)["desired"]
+
+    assert cli.main(["start"]) == control.EXIT_OK
+    second = status_report(capsys)["desired"]
+
+    assert second["state"] == "on"
+    assert second["until"] == first["until"]
 
 
 # End to end against moto_server

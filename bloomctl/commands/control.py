@@ -20,16 +20,16 @@ from zoneinfo import ZoneInfo
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bloomctl.context import name_prefix
+from bloomctl.context import aws_session, error_text, name_prefix
 
 LAMBDA_CODE_DIR = Path(__file__).resolve().parents[2] / "lambda"
 if LAMBDA_CODE_DIR.is_dir() and str(LAMBDA_CODE_DIR) not in sys.path:
     sys.path.append(str(LAMBDA_CODE_DIR))
 
 from control_plane.clients import AwsClients  # noqa: E402
-from control_plane.desired import OFF, ON, RequestError  # noqa: E402
+from control_plane.desired import OFF, ON, DesiredState, RequestError  # noqa: E402
 from control_plane.endpoint import ABSENT, describe_endpoint  # noqa: E402
-from control_plane.reconciler import BLOCKED, BUSY, CLI, FAILED, Reconciler, Trigger  # noqa: E402
+from control_plane.reconciler import BLOCKED, BUSY, CLI, FAILED, Reconciler, Trigger, blocking_failure  # noqa: E402
 from control_plane.report import build_report, expected_start_seconds  # noqa: E402
 from control_plane.settings import ControlSettings, SettingsError, settings_parameter_name  # noqa: E402
 
@@ -55,7 +55,10 @@ def parse_duration(text: str) -> timedelta:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     status = subparsers.add_parser(
-        "status", help="show the endpoint's state, desired state, next scheduled change and cost so far"
+        "status",
+        help="show the endpoint's state, desired state, next scheduled change and cost so far",
+        description="Show the endpoint's state, the desired state and who requested it, why a start is blocked, "
+        "the next scheduled change, and the cost of this run and this month. Reads AWS and changes nothing.",
     )
     status.add_argument("--json", action="store_true", help="print the report as JSON")
     status.set_defaults(func=run_status)
@@ -78,10 +81,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add_wait_options(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--wait", action="store_true", help=f"wait {what}")
     parser.add_argument(
-        "--poll-seconds", type=float, default=15.0, help="seconds between two status checks with --wait"
+        "--poll-seconds",
+        type=float,
+        default=15.0,
+        help="seconds between two status checks with --wait (default: %(default)g s)",
     )
     parser.add_argument(
-        "--timeout-minutes", type=float, default=90.0, help="give up waiting after this many minutes (exit 3)"
+        "--timeout-minutes",
+        type=float,
+        default=90.0,
+        help="with --wait, give up waiting after this many minutes and exit with 3 (default: %(default)g min)",
     )
 
 
@@ -95,7 +104,7 @@ def run_status(args: argparse.Namespace) -> int:
     except CommandError as error:
         return _fail(str(error), EXIT_USAGE)
     except (ClientError, BotoCoreError) as error:
-        return _fail(f"reading the endpoint state failed: {error}", EXIT_FAILED)
+        return _fail(f"reading the endpoint state failed: {error_text(error)}", EXIT_FAILED)
 
     if args.json:
         print(json.dumps(report, indent=2))
@@ -126,7 +135,7 @@ def _request(args: argparse.Namespace, start: bool) -> int:
     except RequestError as error:
         return _fail(str(error), EXIT_USAGE)
     except (ClientError, BotoCoreError) as error:
-        return _fail(f"the request failed: {error}", EXIT_FAILED)
+        return _fail(f"the request failed: {error_text(error)}", EXIT_FAILED)
 
     until = f" until {_format_time(desired.until, control.settings.schedule_timezone)}" if desired.until else ""
     print(f"Desired state: {desired.state}{until} ({desired.reason}).")
@@ -154,7 +163,7 @@ def _fail(message: str, code: int) -> int:
 def connect(args: argparse.Namespace) -> Reconciler:
     """Build a reconciler from the control stack's settings parameter."""
     prefix = name_prefix(args)
-    session = boto3.Session(region_name=args.region)
+    session = aws_session(args)
     parameter = settings_parameter_name(f"/{prefix}")
     try:
         value = session.client("ssm").get_parameter(Name=parameter)["Parameter"]["Value"]
@@ -166,7 +175,9 @@ def connect(args: argparse.Namespace) -> Reconciler:
             ) from None
         raise
     except BotoCoreError as error:
-        raise CommandError(f"reading SSM parameter {parameter} failed: {error}; check --region and credentials") from None
+        raise CommandError(
+            f"reading SSM parameter {parameter} failed: {error_text(error)}. Check --region and your credentials"
+        ) from None
 
     try:
         settings = ControlSettings.from_json(value, f"SSM parameter {parameter}")
@@ -313,12 +324,36 @@ def format_report(report: dict, timezone_name: str) -> str:
         f"(estimates at {cost['hourly_price_usd']:.2f} USD per instance hour)",
     ))
     failure = report.get("failure")
+    failure_blocks = bool(failure) and blocking_failure(report, DesiredState.from_dict(desired)) is not None
     if failure:
-        blocked = " (blocks automatic retries; run bloomctl start to try again)" if report["start_blocked"] else ""
+        blocked = " (blocks automatic retries; run bloomctl start to try again)" if failure_blocks else ""
         lines.append(("Last failure", f"{failure['reason']} at {_format_time(_parse(failure['at']), timezone_name)}{blocked}"))
+    lines.extend(_blocked_start_lines(report, failure_blocks, timezone_name))
 
     width = max(len(label) for label, _ in lines) + 2
     return "\n".join(f"{label:<{width}}{value}" for label, value in lines)
+
+
+def _blocked_start_lines(report: dict, failure_blocks: bool, timezone_name: str) -> list[tuple[str, str]]:
+    """Return the lines that explain why the endpoint is off although the desired state is on.
+
+    The reason is the message of the last reconciler run, such as missing weights, because the report's
+    ``start_blocked`` is true only for a failed start. Such a failure waits for a new start request, and
+    every reconciler run checks any other cause again.
+    """
+    last_run = report.get("last_run") or {}
+    if last_run.get("action") != BLOCKED or report["desired"]["state"] != ON or report["endpoint"]["status"] != ABSENT:
+        return []
+
+    checked = _format_time(_parse(last_run.get("at")), timezone_name)
+    lines = [("Start blocked", f"{last_run.get('message', 'no reason recorded')} (last checked {checked})")]
+    if not failure_blocks:
+        lines.append((
+            "Next step",
+            "fix the cause above; the next reconciler run then starts the endpoint, "
+            "and bloomctl start --wait checks at once",
+        ))
+    return lines
 
 
 def _parse(value: str | None) -> datetime | None:
