@@ -1,7 +1,9 @@
 """``bloomctl invoke`` against moto (CloudFormation outputs, API Gateway keys) and a stand-in API on 127.0.0.1."""
 
 import json
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
@@ -18,10 +20,11 @@ REGION = "eu-west-1"
 
 
 class StandInApi:
-    """Records each POST and returns a scripted status, body and headers."""
+    """Records each POST and returns a scripted status, body and headers after ``delay`` seconds."""
 
     def __init__(self) -> None:
         self.requests: list[dict] = []
+        self.delay = 0.0
         self.status = 200
         self.body: dict = {"generated_text": " a model.", "usage": {}, "timing": {}}
         self.headers: dict[str, str] = {}
@@ -32,14 +35,18 @@ class StandInApi:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 stand_in.requests.append({"path": self.path, "headers": headers, "body": json.loads(body)})
+                time.sleep(stand_in.delay)
                 payload = json.dumps(stand_in.body).encode()
-                self.send_response(stand_in.status)
-                self.send_header("Content-Type", "application/json")
-                for name, value in stand_in.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.send_response(stand_in.status)
+                    self.send_header("Content-Type", "application/json")
+                    for name, value in stand_in.headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # The client timed out before the delayed response.
 
             def log_message(self, format, *args) -> None:  # noqa: A002 - signature fixed by the base class
                 pass
@@ -157,6 +164,44 @@ def test_invoke_key_from_environment(aws, stand_in_api, monkeypatch):
 
     assert main(["--region", REGION, "invoke", "Hello", "--url", stand_in_api.url]) == 0
     assert stand_in_api.requests[0]["headers"]["x-api-key"] == "from-environment-1234567890"
+
+
+def test_invoke_url_needs_environment_key(aws, stand_in_api, capsys):
+    """With --url, the key comes from BLOOM_API_KEY only, so a missing variable is an error without AWS look-ups."""
+    code = main(["invoke", "Hello", "--url", stand_in_api.url])
+
+    error = capsys.readouterr().err
+    assert code == 2
+    assert "--url needs the API key's value in the BLOOM_API_KEY environment variable" in error
+    assert "stack" not in error.split("Without --url")[0]
+    assert stand_in_api.requests == []
+
+
+def test_invoke_unreachable_url(aws, monkeypatch, capsys):
+    monkeypatch.setenv("BLOOM_API_KEY", "from-environment-1234567890")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    code = main(["invoke", "Hello", "--url", f"http://127.0.0.1:{port}/v1/"])
+
+    error = capsys.readouterr().err
+    assert code == 1
+    assert f"could not reach http://127.0.0.1:{port}/v1/generate: [Errno" in error
+    assert "refused" in error
+    assert "HTTP 0" not in error
+
+
+def test_invoke_timeout_names_the_limit(aws, stand_in_api, monkeypatch, capsys):
+    monkeypatch.setenv("BLOOM_API_KEY", "from-environment-1234567890")
+    stand_in_api.delay = 1.0
+
+    code = main(["invoke", "Hello", "--url", stand_in_api.url, "--timeout", "0.2"])
+
+    error = capsys.readouterr().err
+    assert code == 1
+    assert f"{stand_in_api.url}generate sent no response within 0.2 s: raise --timeout" in error
+    assert "HTTP 0" not in error
 
 
 def test_cli_covers_every_parameter():

@@ -2,7 +2,8 @@
 
 The API URL comes from the API stack's outputs (CloudFormation DescribeStacks on ``<prefix>-api``) and the
 key's value from API Gateway (GetApiKey with includeValue), so only AWS credentials with read access to both
-are needed. ``--url`` and the ``BLOOM_API_KEY`` environment variable skip those look-ups.
+are needed. ``--url`` skips those look-ups and takes the key's value from the ``BLOOM_API_KEY`` environment
+variable.
 """
 
 import argparse
@@ -10,12 +11,13 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bloomctl.context import name_prefix
+from bloomctl.context import aws_session, error_text, name_prefix
 
 API_URL_OUTPUT = "ApiUrl"
 API_KEY_IDS_OUTPUT = "ApiKeyIds"
@@ -44,6 +46,25 @@ class CommandError(Exception):
     """A problem that the user can fix. The message tells how."""
 
 
+class ConnectionFailed(Exception):
+    """The API could not be reached, or sent no response in time. The message names the URL and the cause."""
+
+
+def api_url(text: str) -> str:
+    """Check that ``text`` is an http(s) URL with a host, for --url; raise ArgumentTypeError if not."""
+    parts = urllib.parse.urlsplit(text.strip())
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an http:// or https:// URL with a host: give the base URL of the API stage, such "
+            "as the ApiUrl output of the API stack or http://127.0.0.1:8000/v1/ for bloomctl local serve"
+        )
+    return text.strip()
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("invoke", help="send a prompt to the deployed API and print the completion")
     parser.add_argument("prompt", help='the prompt, or "-" to read it from standard input')
@@ -55,10 +76,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--stop", action="append", help="stop sequence (repeat for several)")
     parser.add_argument("--key", help="name of the API key to use (default: the only key, else required)")
-    parser.add_argument("--url", help="base URL of the API stage (default: the ApiUrl output of the API stack)")
+    parser.add_argument(
+        "--url",
+        type=api_url,
+        help=f"base URL of the API stage; the key's value then comes from {API_KEY_ENVIRONMENT_VARIABLE} "
+        "(default: the ApiUrl output of the API stack)",
+    )
     parser.add_argument("--json", action="store_true", help="print the whole JSON response")
     parser.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help="seconds to wait for the response"
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        help="seconds to wait for the response (default: %(default)g s)",
     )
     parser.set_defaults(func=run_invoke)
 
@@ -66,17 +95,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_invoke(args: argparse.Namespace) -> int:
     try:
         request = build_request(args)
-        session = boto3.Session(region_name=args.region)
-        stack_name = f"{name_prefix(args)}-api"
-        outputs = None if args.url and os.environ.get(API_KEY_ENVIRONMENT_VARIABLE) else stack_outputs(session, stack_name)
-        url = args.url or output_value(outputs, API_URL_OUTPUT, stack_name)
-        api_key = os.environ.get(API_KEY_ENVIRONMENT_VARIABLE) or api_key_value(session, outputs, stack_name, args.key)
+        url, api_key = resolve_api(args)
     except CommandError as error:
         print(f"bloomctl invoke: {error}", file=sys.stderr)
         return EXIT_USAGE
 
-    status, body = post_generate(url, api_key, request, args.timeout)
+    try:
+        status, body = post_generate(url, api_key, request, args.timeout)
+    except ConnectionFailed as error:
+        print(f"bloomctl invoke: {error}", file=sys.stderr)
+        return EXIT_API_ERROR
     return print_result(status, body, args.json)
+
+
+def resolve_api(args: argparse.Namespace) -> tuple[str, str]:
+    """Return the API's base URL and the key's value: from --url and the environment, else from AWS."""
+    environment_key = os.environ.get(API_KEY_ENVIRONMENT_VARIABLE)
+    if args.url:
+        if not environment_key:
+            raise CommandError(
+                f"--url needs the API key's value in the {API_KEY_ENVIRONMENT_VARIABLE} environment variable: run "
+                f"{API_KEY_ENVIRONMENT_VARIABLE}=<key value> bloomctl invoke --url {args.url} PROMPT. Without --url, "
+                "bloomctl reads the URL and the key from the deployed API stack"
+            )
+        return args.url, environment_key
+
+    session = aws_session(args)
+    stack_name = f"{name_prefix(args)}-api"
+    outputs = stack_outputs(session, stack_name)
+    url = output_value(outputs, API_URL_OUTPUT, stack_name)
+    return url, environment_key or api_key_value(session, outputs, stack_name, args.key)
 
 
 def build_request(args: argparse.Namespace) -> dict:
@@ -98,13 +146,15 @@ def stack_outputs(session: boto3.Session, stack_name: str) -> dict[str, str]:
     try:
         stacks = session.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
     except ClientError as error:
-        message = error.response.get("Error", {}).get("Message", str(error))
+        message = error.response.get("Error", {}).get("Message") or error_text(error)
         raise CommandError(
-            f"reading stack {stack_name} failed: {message}. Deploy it (npx cdk deploy {stack_name}) or pass the "
+            f"reading stack {stack_name} failed: {message.rstrip('.')}. Deploy it (npx cdk deploy {stack_name}) or pass the "
             "deployment's --prefix and --region"
         ) from None
     except BotoCoreError as error:
-        raise CommandError(f"reading stack {stack_name} failed: {error}. Check --region and your credentials") from None
+        raise CommandError(
+            f"reading stack {stack_name} failed: {error_text(error)}. Check --region and your credentials"
+        ) from None
     return {output["OutputKey"]: output["OutputValue"] for output in stacks[0].get("Outputs", [])}
 
 
@@ -128,13 +178,18 @@ def api_key_value(session: boto3.Session, outputs: dict[str, str], stack_name: s
         return session.client("apigateway").get_api_key(apiKey=key_ids[key_name], includeValue=True)["value"]
     except (ClientError, BotoCoreError) as error:
         raise CommandError(
-            f"reading the value of API key {key_name} failed: {error}. It needs apigateway:GET on the key, or set "
+            f"reading the value of API key {key_name} failed: {error_text(error)}. It needs apigateway:GET on the "
+            "key, or set "
             f"{API_KEY_ENVIRONMENT_VARIABLE} to the key's value"
         ) from None
 
 
 def post_generate(base_url: str, api_key: str, request: dict, timeout: float) -> tuple[int, dict]:
-    """POST the request to <base_url>generate and return the status and the JSON body (or an error body)."""
+    """POST the request to <base_url>generate and return the status and the JSON body (or an error body).
+
+    Raises ConnectionFailed when no HTTP response arrives: the host is unknown or unreachable, the
+    connection is refused or the response takes longer than ``timeout`` seconds.
+    """
     url = base_url.rstrip("/") + "/generate"
     http_request = urllib.request.Request(
         url,
@@ -152,7 +207,15 @@ def post_generate(base_url: str, api_key: str, request: dict, timeout: float) ->
         return error.code, body
     except (urllib.error.URLError, TimeoutError, OSError) as error:
         reason = getattr(error, "reason", error)
-        return 0, {"error": "connection_failed", "message": f"could not reach {url}: {reason}"}
+        if isinstance(reason, TimeoutError):
+            raise ConnectionFailed(
+                f"{url} sent no response within {timeout:g} s: raise --timeout, or ask for fewer tokens with "
+                "--max-new-tokens"
+            ) from None
+        raise ConnectionFailed(
+            f"could not reach {url}: {reason}. Check the URL (--url, or the ApiUrl output of the API stack) and "
+            "that the API is reachable from this machine"
+        ) from None
 
 
 def _json_body(raw: bytes) -> dict:
