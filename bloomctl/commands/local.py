@@ -16,6 +16,7 @@ import queue
 import shlex
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stacks.config import ConfigError
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 DEFAULT_PORT = 8000
+MAX_PORT = 65535
+TINY_MODEL = "tiny"
+DESCRIPTION = "Run the API's whole request path on this machine, without AWS, on a small BLOOM."
 
 # The request of the original BLOOM-176B write-up, in the API's primary format.
 EXAMPLE_REQUEST = {
@@ -35,9 +39,47 @@ EXAMPLE_REQUEST = {
 }
 
 
+def port_number(text: str) -> int:
+    """Parse a TCP port for --port: a whole number from 0 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= MAX_PORT:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a port: give a whole number from 0 to {MAX_PORT}, where 0 picks any free port"
+        )
+    return port
+
+
+def model_source(text: str) -> str:
+    """Check that a --model value that looks like a path, not like "tiny" or a Hub id, names an existing folder."""
+    if text == TINY_MODEL or not _looks_like_path(text):
+        return text
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(
+            f"no such folder: {path}. Give a saved transformers model folder, 'tiny', or a Hub id such as "
+            "bigscience/bloom-560m"
+        )
+    return text
+
+
+def _looks_like_path(text: str) -> bool:
+    """Return whether ``text`` is a path rather than a Hub id, which has the form NAME or ORGANIZATION/NAME.
+
+    An ORGANIZATION/NAME that is also an existing folder loads from the folder, as in local_mode.engine.
+    """
+    separators = [os.sep] + ([os.altsep] if os.altsep else [])
+    if text.startswith((".", "~", *separators)):
+        return True
+    count = sum(text.count(separator) for separator in separators)
+    return count > 1 or text.endswith(tuple(separators))
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "local", help="run the API on this machine without AWS, on a small model", description=__doc__.split("\n\n")[0]
+        "local", help="run the API on this machine without AWS, on a small model", description=DESCRIPTION
     )
     commands = parser.add_subparsers(dest="local_command", required=True, metavar="ACTION")
 
@@ -48,7 +90,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     serve.add_argument(
         "--model",
-        default="tiny",
+        type=model_source,
+        default=TINY_MODEL,
         help="'tiny' (a BLOOM with random weights, built offline), a local model folder, or a Hugging Face Hub id "
         "such as bigscience/bloom-560m (needs network) (default: %(default)s)",
     )
@@ -59,7 +102,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="profile whose request bounds and serving.properties apply (default: %(default)s)",
     )
     serve.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help="port of the API on 127.0.0.1, 0 for any free port (default: %(default)s)"
+        "--port",
+        type=port_number,
+        default=DEFAULT_PORT,
+        help="port of the API on 127.0.0.1, 0 for any free port (default: %(default)s)",
     )
     serve.add_argument(
         "--api-key",
