@@ -242,11 +242,6 @@ def test_start_for_changes_expiry(deployment, capsys):
     assert 1.9 < hours < 2.1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Reconciler.start in lambda/control_plane gives a start without a duration the default duration "
-    "(manualStartMaxHours), even while a manual start is active",
-)
 def test_second_start_keeps_expiry(deployment, capsys):
     stage_weights()
     assert cli.main(["start", "--for", "2h"]) == control.EXIT_OK

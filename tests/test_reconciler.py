@@ -293,6 +293,22 @@ def test_missing_weights_block_start(aws):
     assert second.notifications == []
 
 
+def test_missing_weights_reported_as_blocked_start(aws):
+    settings = make_settings()
+    create_deployment(settings)
+    shared_session().client("s3").create_bucket(
+        Bucket="bloom-models-123456789012-eu-west-1", CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    reconciler = make_reconciler(settings, FakeClock(), weights_check=check_weights)
+
+    reconciler.start("alice")
+    reconciler.run(Trigger(REQUEST))
+    report = build_report(reconciler)
+
+    assert report["start_blocked"] is True
+    assert report["last_run"]["action"] == BLOCKED
+
+
 def test_staged_weights_allow_start(aws):
     settings = make_settings()
     create_deployment(settings)
@@ -497,3 +513,32 @@ def test_report_shows_cost_and_next_change(aws, clock):
     assert report["cost"]["month_hours"] == 1.0
     assert report["cost"]["month_cost_usd"] == 10.0
 
+
+
+def test_plain_second_start_keeps_manual_expiry():
+    """Asking to start again without a duration reports the running start instead of extending it."""
+    from datetime import datetime, timedelta, timezone
+
+    from control_plane.desired import ON, SOURCE_MANUAL, DesiredState, start_request
+
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+    first = DesiredState(ON, SOURCE_MANUAL, "cli:alice", now, now + timedelta(hours=2), "manual start for 2 h")
+
+    second = start_request("cli:bob", now + timedelta(minutes=10), None, 8, current=first)
+
+    assert second.until == first.until
+    assert second.reason == first.reason
+    assert second.state == ON
+
+
+def test_plain_start_after_expiry_gets_default_duration():
+    from datetime import datetime, timedelta, timezone
+
+    from control_plane.desired import ON, SOURCE_MANUAL, DesiredState, start_request
+
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+    expired = DesiredState(ON, SOURCE_MANUAL, "cli:alice", now - timedelta(hours=3), now - timedelta(hours=1), "old")
+
+    started = start_request("cli:bob", now, None, 8, current=expired)
+
+    assert started.until == now + timedelta(hours=8)

@@ -100,9 +100,17 @@ def start_request(
     duration: timedelta | None,
     max_hours: float,
     reason: str | None = None,
+    current: DesiredState | None = None,
 ) -> DesiredState:
-    """Build a manual start that expires after ``duration`` (default and maximum: ``max_hours``)."""
+    """Build a manual start that expires after ``duration`` (default and maximum: ``max_hours``).
+
+    A start without a duration while a manual start is in effect keeps that start's expiry: asking twice must
+    not extend a short start to the maximum. It is still a new request, so a start that failed is tried again.
+    """
     limit = timedelta(hours=max_hours)
+    if duration is None and _is_running_manual_start(current, now):
+        text = reason or current.reason
+        return DesiredState(ON, SOURCE_MANUAL, requested_by, now, current.until, text)
     if duration is None:
         duration = limit
     if duration <= timedelta(0):
@@ -115,6 +123,16 @@ def start_request(
 
     text = reason or f"manual start for {_hours(duration)} h"
     return DesiredState(ON, SOURCE_MANUAL, requested_by, now, now + duration, text)
+
+
+def _is_running_manual_start(current: DesiredState | None, now: datetime) -> bool:
+    return (
+        current is not None
+        and current.state == ON
+        and current.source == SOURCE_MANUAL
+        and current.until is not None
+        and current.until > now
+    )
 
 
 def stop_request(

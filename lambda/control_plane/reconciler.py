@@ -201,7 +201,14 @@ class Reconciler:
     # Requests
 
     def start(self, requested_by: str, duration: timedelta | None = None, reason: str | None = None) -> DesiredState:
-        desired = start_request(requested_by, self.clock(), duration, self.settings.manual_start_max_hours, reason)
+        desired = start_request(
+            requested_by,
+            self.clock(),
+            duration,
+            self.settings.manual_start_max_hours,
+            reason,
+            current=self.current_desired(),
+        )
         return self._write_request(desired)
 
     def stop(self, requested_by: str, reason: str | None = None, source: str = SOURCE_MANUAL) -> DesiredState:

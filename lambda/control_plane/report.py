@@ -4,10 +4,11 @@ Building it reads SageMaker and the control table and writes nothing.
 """
 
 from datetime import datetime
+from typing import Any
 
-from control_plane.desired import next_change
+from control_plane.desired import ON, next_change
 from control_plane.endpoint import ABSENT, describe_endpoint
-from control_plane.reconciler import Reconciler, blocking_failure
+from control_plane.reconciler import BLOCKED, Reconciler, blocking_failure
 from control_plane.usage import month_figures
 
 
@@ -53,11 +54,20 @@ def build_report(reconciler: Reconciler) -> dict:
             "estimate": True,
         },
         "failure": status.get("failure"),
-        "start_blocked": blocking_failure(status, desired) is not None,
+        "start_blocked": start_blocked(status, desired, endpoint),
         "last_run": status.get("last_run"),
         "expected_start_seconds": expected_start_seconds(reconciler, status),
         "generated_at": now.isoformat(),
     }
+
+
+def start_blocked(status: dict, desired: Any, endpoint: Any) -> bool:
+    """Return whether the model should run but does not start: a failed start, or a check such as the
+    weights manifest that rejected the last run."""
+    if blocking_failure(status, desired) is not None:
+        return True
+    last_run = status.get("last_run") or {}
+    return desired.state == ON and endpoint is None and last_run.get("action") == BLOCKED
 
 
 def expected_start_seconds(reconciler: Reconciler, status: dict | None = None) -> int:
