@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from stacks.config import ConfigError, DeploymentConfig, parse_json_context
+from stacks.config import ConfigError, DeploymentConfig, parse_bool, parse_json_context
 from stacks.invoke_api_package import bounds as invoke_bounds
 from stacks.invoke_api_package import timeouts as invoke_timeouts
 from stacks.profiles import ModelProfile
@@ -73,7 +73,9 @@ class ApiConfig:
     bounds: invoke_bounds.GenerationBounds
     # Generations that the endpoint runs at once, over all instances.
     generation_slots: int
-    reserved_concurrency: int
+    # None when reserveInvokeConcurrency is false: accounts whose Lambda concurrency quota is still 10 cannot
+    # reserve any, because Lambda keeps 10 unreserved.
+    reserved_concurrency: int | None
     # Stage-wide throttle, sized to the endpoint.
     rate_limit: float
     burst_limit: int
@@ -107,7 +109,7 @@ def load_api_config(config: DeploymentConfig) -> ApiConfig:
         usage_plans=parse_usage_plans(config.extra.get("usagePlans")),
         bounds=bounds,
         generation_slots=slots,
-        reserved_concurrency=slots + STATUS_CONCURRENCY,
+        reserved_concurrency=slots + STATUS_CONCURRENCY if _reserve_concurrency(config) else None,
         rate_limit=max(1, math.ceil(slots / typical_seconds)),
         burst_limit=slots + STATUS_CONCURRENCY,
     )
@@ -121,6 +123,10 @@ def invoke_function_environment(config: DeploymentConfig, api_config: ApiConfig)
         "POWERTOOLS_SERVICE_NAME": "invoke-api",
         **api_config.bounds.to_environment(),
     }
+
+
+def _reserve_concurrency(config: DeploymentConfig) -> bool:
+    return parse_bool("reserveInvokeConcurrency", config.extra.get("reserveInvokeConcurrency", True))
 
 
 def _generation_slots(config: DeploymentConfig) -> int:

@@ -100,7 +100,7 @@ def _parse_int(key: str, value: Any, minimum: int | None = None, maximum: int | 
     return number
 
 
-def _parse_bool(key: str, value: Any) -> bool:
+def parse_bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
 
@@ -252,8 +252,8 @@ def load_config(get: ContextGetter) -> DeploymentConfig:
             ),
         ),
         weights_prefix=_parse_weights_prefix(value("weightsPrefix"), profile),
-        keep_weights_on_destroy=_parse_bool("keepWeightsOnDestroy", value("keepWeightsOnDestroy", True)),
-        use_existing_bucket=_parse_bool("useExistingBucket", value("useExistingBucket", False)),
+        keep_weights_on_destroy=parse_bool("keepWeightsOnDestroy", value("keepWeightsOnDestroy", True)),
+        use_existing_bucket=parse_bool("useExistingBucket", value("useExistingBucket", False)),
         hourly_price_usd=parse_hourly_price("hourlyPriceUsd", value("hourlyPriceUsd", profile.hourly_price_usd)),
         extra={key: get(key) for key in EXTRA_KEYS if get(key) is not None},
     )
@@ -264,6 +264,7 @@ def load_config(get: ContextGetter) -> DeploymentConfig:
 EXTRA_KEYS = (
     "usagePlans",
     "invokeConcurrency",
+    "reserveInvokeConcurrency",
     "schedules",
     "scheduleTimezone",
     "idleStopMinutes",

@@ -79,3 +79,21 @@ def test_invalid_invoke_concurrency_rejected(value):
         load_api_config(config_with(invokeConcurrency=value))
 
     assert "invokeConcurrency=" in str(caught.value)
+
+
+def test_reservation_can_be_turned_off():
+    """New accounts keep their whole Lambda concurrency quota of 10 unreserved, so they cannot reserve any."""
+    api_config = load_api_config(config_with(reserveInvokeConcurrency="false"))
+
+    assert api_config.reserved_concurrency is None
+
+
+def test_reservation_on_by_default():
+    api_config = load_api_config(config_with())
+
+    assert api_config.reserved_concurrency == api_config.generation_slots + STATUS_CONCURRENCY
+
+
+def test_invalid_reservation_switch_rejected():
+    with pytest.raises(ConfigError, match="reserveInvokeConcurrency='sometimes'"):
+        load_api_config(config_with(reserveInvokeConcurrency="sometimes"))

@@ -356,3 +356,17 @@ def test_readme_shows_api_key_header():
 
     assert '-H "x-api-key: $KEY"' in readme
     assert "get-api-key --api-key <key id> --include-value" in readme
+
+
+def test_invoke_function_without_reservation_when_off(synth):
+    template = synth(reserveInvokeConcurrency="false").templates["ApiStack"]
+    invoke_functions = [
+        resource["Properties"]
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::Lambda::Function"
+        and "SAGEMAKER_READ_TIMEOUT_SECONDS" in resource["Properties"].get("Environment", {}).get("Variables", {})
+    ]
+
+    assert invoke_functions
+    for properties in invoke_functions:
+        assert "ReservedConcurrentExecutions" not in properties
