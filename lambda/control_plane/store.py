@@ -7,6 +7,7 @@ overwriting a request written a moment earlier. The table has one string key, ``
 
 import json
 import logging
+import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 KEY = "pk"
 DESIRED_KEY = "desired"
+PARTIAL_READ_RETRIES = 5
+PARTIAL_READ_PAUSE_SECONDS = 0.05
 STATUS_KEY = "status"
 LEASE_KEY = "lease"
 
@@ -34,6 +37,13 @@ class ControlStore:
 
     def get_desired(self) -> DesiredState | None:
         item = self._get(DESIRED_KEY)
+        for _ in range(PARTIAL_READ_RETRIES):
+            if item is None or "state" in item:
+                break
+            # DynamoDB applies an update atomically, but moto, which the tests use, applies it attribute by
+            # attribute, so a concurrent read there can see an item whose update has only begun.
+            time.sleep(PARTIAL_READ_PAUSE_SECONDS)
+            item = self._get(DESIRED_KEY)
         if item is None:
             return None
         return DesiredState(
