@@ -271,10 +271,10 @@ def main(argv: list[str] | None = None) -> None:
         profile=args.profile,
         invocation_timeout=args.invocation_timeout,
     )
-    print(f"Endpoint {running.endpoint_name} at {running.url} (boto3 endpoint_url). Press Ctrl-C to stop.", flush=True)
-
+    # The handler is in place before the URL is printed: a caller that reads the URL may send SIGTERM at once.
     stop_requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signal_number, _frame: stop_requested.set())
+    print(f"Endpoint {running.endpoint_name} at {running.url} (boto3 endpoint_url). Press Ctrl-C to stop.", flush=True)
     try:
         stop_requested.wait()
     except KeyboardInterrupt:
