@@ -139,11 +139,11 @@ class ApiGatewayHandler(BaseHTTPRequestHandler):
     server_version = "bloom-local-api"
     server: ApiFront
     # Seconds a connection may stall while a request is read; http.server then closes it. Without a limit, a
-    # client that sends fewer bytes than its Content-Length holds a thread forever.
+    # client that sends fewer bytes than its Content-Length keeps a thread waiting forever.
     timeout = 30
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Answer http.server's own rejections (malformed request line, oversized headers) as JSON, like the API."""
+        """Send http.server's own rejections (malformed request line, oversized headers) as JSON, like the API."""
         self.log_error("code %d, message %s", code, message)
         data = _json_bytes({"error": "bad_request" if code < 500 else "internal_error", "message": message or _reason(code)})
         self.send_response(code, _reason(code))

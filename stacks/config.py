@@ -35,7 +35,7 @@ IMAGE_TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 # Archive endings that the container cannot load as a weights folder.
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".gz", ".zip")
 
-# Part of the GPU memory that the weights may fill; the rest holds the KV cache, activations and CUDA context.
+# Part of the GPU memory that the weights may fill. The rest is for the KV cache, activations and CUDA context.
 MAX_WEIGHTS_SHARE_OF_GPU_MEMORY = 0.85
 
 

@@ -31,7 +31,7 @@ from stacks.serving_properties import (
 # that a replacement left behind and delete them once no endpoint uses them.
 DEPLOYMENT_TAG = "bloom:deployment"
 
-# cfn-lint W3011 asks for DeletionPolicy Retain next to UpdateReplacePolicy Retain. Here only replacement keeps
+# cfn-lint W3011 expects DeletionPolicy Retain next to UpdateReplacePolicy Retain. Here only replacement keeps
 # the old resource; deleting the stack deletes it, after the control plane has removed the endpoint.
 KEEP_ON_REPLACE_ONLY = {"config": {"ignore_checks": ["W3011"]}}
 KEEP_ON_REPLACE_ONLY_REASON = (
@@ -191,8 +191,8 @@ class ModelHosting(Construct):
             ),
         )
         model.node.add_dependency(self.artifacts_deployment)
-        # On replacement CloudFormation keeps the old Model, because a running endpoint may still use it;
-        # the control plane deletes it once no endpoint config refers to it.
+        # On replacement CloudFormation keeps the old Model, because a running endpoint may still use it.
+        # The control plane deletes it once no endpoint config refers to it.
         model.cfn_options.update_replace_policy = CfnDeletionPolicy.RETAIN
         model.add_metadata("cfn-lint", KEEP_ON_REPLACE_ONLY)
         acknowledge(model, "CloudFormation-Validate::W3011", KEEP_ON_REPLACE_ONLY_REASON)

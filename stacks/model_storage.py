@@ -1,4 +1,4 @@
-"""Model storage: the S3 bucket that holds the weights and the model artifacts."""
+"""Model storage: the S3 bucket that contains the weights and the model artifacts."""
 
 from aws_cdk import Duration, RemovalPolicy, aws_iam as iam, aws_s3 as s3
 from constructs import Construct
@@ -11,7 +11,7 @@ class ModelStorage(Construct):
 
     The bucket is kept on ``cdk destroy`` unless ``keep_on_destroy`` is false: copying about 180 GB of
     weights again takes hours. A kept bucket blocks a new deploy of the same name, so ``use_existing`` adopts
-    it instead: the stack then manages only its TLS-only policy, and the bucket keeps the encryption, public
+    it instead. The stack then manages only its TLS-only policy. The bucket keeps the encryption, public
     access block, logging and lifecycle settings it was created with.
     """
 

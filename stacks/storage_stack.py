@@ -27,7 +27,7 @@ class StorageStack(Stack):
             "ModelBucketParameter",
             parameter_name=f"{config.ssm_prefix}/model-bucket",
             string_value=self.bucket.bucket_name,
-            description="Name of the S3 bucket that holds the model weights and artifacts",
+            description="Name of the S3 bucket that contains the model weights and artifacts",
         )
         CfnOutput(self, "ModelBucketName", value=self.bucket.bucket_name)
         CfnOutput(self, "WeightsLocation", value=f"s3://{self.bucket.bucket_name}/{config.weights_prefix}")

@@ -32,7 +32,7 @@ def test_string_values_from_command_line_are_parsed():
     assert config.model_data_download_timeout_seconds == 900
 
 
-def test_hourly_price_defaults_to_profile_and_can_be_set():
+def test_hourly_price_default_and_override():
     assert config_from().hourly_price_usd == config_from().profile.hourly_price_usd
     assert config_from(hourlyPriceUsd="32.77").hourly_price_usd == 32.77
 
@@ -54,7 +54,7 @@ def test_name_prefix_changes_every_name():
     assert config.bucket_name_pattern.startswith("team-b-models-")
 
 
-def test_every_profile_has_a_timeout_reason_and_matching_tensor_parallel_degree():
+def test_profiles_have_timeout_reasons():
     for profile in PROFILES.values():
         config = config_from(profile=profile.name)
 

@@ -86,7 +86,7 @@ def fake_runtime(monkeypatch):
 
 
 def test_slow_generation_returns_504_once(fake_runtime):
-    """A generation slower than the read timeout returns a 504 whose message asks for fewer tokens, and the
+    """A generation slower than the read timeout returns a 504 whose message requests fewer tokens, and the
     slow request reaches the endpoint exactly once."""
     fake = fake_runtime(FakeReply(body=b'{"generated_text": "late"}', delay=TEST_READ_TIMEOUT_SECONDS * 3))
 

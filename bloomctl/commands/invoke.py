@@ -43,7 +43,7 @@ PARAMETER_OPTIONS = {
 
 
 class CommandError(Exception):
-    """A problem that the user can fix. The message tells how."""
+    """A problem that the user can fix; the message states how."""
 
 
 class ConnectionFailed(Exception):

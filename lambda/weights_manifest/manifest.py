@@ -116,11 +116,11 @@ def _check_totals(document: Mapping[str, Any], manifest: Manifest) -> None:
         raise ManifestError("the manifest lists no files")
     if document.get("file_count") != len(manifest.files):
         raise ManifestError(
-            f"the manifest says file_count={document.get('file_count')!r} but lists {len(manifest.files)} files"
+            f"the manifest is inconsistent: file_count={document.get('file_count')!r} but it lists {len(manifest.files)} files"
         )
     if document.get("total_bytes") != manifest.total_bytes:
         raise ManifestError(
-            f"the manifest says total_bytes={document.get('total_bytes')!r} but its files add up to "
+            f"the manifest is inconsistent: total_bytes={document.get('total_bytes')!r} but its files add up to "
             f"{manifest.total_bytes}"
         )
 
